@@ -1,0 +1,1 @@
+"""Data shipped with ablate; see README.md here for provenance and licences."""

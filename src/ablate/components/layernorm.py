@@ -1,0 +1,31 @@
+"""Layer-norm variants. Each keeps GPT-2's parameter names (``weight``, ``bias``) so that init and
+weight conversion treat every variant alike; a test checks that all variants share their state-dict keys."""
+
+import torch
+from torch import nn
+
+from ablate.components.slots import layernorm
+
+
+@layernorm.register("torch", eps=1e-5)
+class TorchLayerNorm(nn.LayerNorm):
+    """PyTorch's nn.LayerNorm: (x - mean) / sqrt(var_biased + eps) · weight + bias (GPT-2's)."""
+
+    def __init__(self, ndim: int, bias: bool, eps: float) -> None:
+        super().__init__(ndim, eps=eps, bias=bias)
+
+
+@layernorm.register("custom", eps=1e-6)
+class CustomLayerNorm(nn.Module):
+    """The seed's hand-written norm: (x - mean) / (std_unbiased + eps) · weight + bias, eps 1e-6 as the seed."""
+
+    def __init__(self, ndim: int, bias: bool, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(ndim))
+        self.bias = nn.Parameter(torch.zeros(ndim)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        std, mean = torch.std_mean(x, dim=-1, keepdim=True)  # unbiased std (N - 1), one pass for both
+        y = (x - mean) / (std + self.eps) * self.weight
+        return y if self.bias is None else y + self.bias

@@ -1,0 +1,106 @@
+"""Where the configs live, what a run is called, and checks that turn bad input into one clear line."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+
+import ablate.components  # noqa: F401  (registers the built-in variants and their config nodes)
+from ablate.errors import ConfigError
+from ablate.registry import SLOTS
+
+IMPORTS_ENV = "ABLATE_IMPORTS"
+
+
+def conf_dir() -> Path:
+    """The ``conf/`` folder: shipped inside the package by a wheel install, the checkout's own otherwise."""
+    packaged = Path(__file__).parent / "conf"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "conf"
+
+
+_imported: set[str] = set()
+
+
+def import_user_modules() -> None:
+    """Import the modules that register your own variants, before Hydra composes the config.
+
+    Sources: installed packages' ``ablate.variants`` entry points, and ``$ABLATE_IMPORTS``, a
+    comma-separated list of module names or ``.py`` files (``ABLATE_IMPORTS=my_variants.py``).
+    """
+    for ep in entry_points(group="ablate.variants"):
+        if ep.value not in _imported:
+            ep.load()
+            _imported.add(ep.value)
+    for item in filter(None, (s.strip() for s in os.environ.get(IMPORTS_ENV, "").split(","))):
+        if item in _imported:
+            continue
+        if item.endswith(".py"):
+            path = Path(item).expanduser().resolve()
+            if not path.is_file():
+                raise ConfigError(f"{IMPORTS_ENV}={item}: no such file; give module names or .py files")
+            spec = importlib.util.spec_from_file_location(path.stem, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[path.stem] = module
+            spec.loader.exec_module(module)
+        else:
+            try:
+                importlib.import_module(item)
+            except ModuleNotFoundError as e:
+                raise ConfigError(f"{IMPORTS_ENV}={item}: cannot import module {e.name!r}") from None
+        _imported.add(item)
+
+
+def check_overrides(args: list[str]) -> None:
+    """Fail with one line on an unknown config-group option (``model/norm=postt``), listing the valid ones.
+
+    Hydra would say it too, over several lines; this check runs first and says it in one.
+    """
+    overrides = [a for a in args if not a.startswith("-")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception:
+        return  # a syntax error: Hydra's own message names it
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        for override in parsed:
+            group = override.key_or_group
+            if override.is_delete() or group.startswith("hydra"):
+                continue
+            options = loader.get_group_options(group)
+            if not options:
+                continue  # not a config group: a plain value
+            values = (
+                list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
+            )
+            for value in values:
+                if isinstance(value, str) and value not in options:
+                    raise ConfigError(f"unknown {group}={value!r}; choose one of: {', '.join(options)}")
+    GlobalHydra.instance().clear()
+
+
+def preset_choices(preset: str) -> dict[str, str]:
+    """The variant each slot takes in a preset, read from its defaults list (``conf/model/<preset>.yaml``)."""
+    path = conf_dir() / "model" / f"{preset}.yaml"
+    if not path.is_file():
+        return {}
+    defaults = OmegaConf.load(path).get("defaults", [])
+    return {k: v for entry in defaults if not isinstance(entry, str) for k, v in entry.items() if k in SLOTS}
+
+
+def run_name(model_cfg: Any, choices: dict[str, str], seed: int) -> str:
+    """The preset plus what differs from it, e.g. ``gpt2-norm=post-activation=relu-s1337``."""
+    preset = model_cfg.get("preset") or "custom"
+    base = preset_choices(preset)
+    diffs = [f"{slot}={name}" for slot, name in choices.items() if base.get(slot) != name]
+    return "-".join([preset, *diffs, f"s{seed}"])

@@ -1,0 +1,109 @@
+"""The LightningModule: receives plain configs, builds the model itself, so ``load_from_checkpoint``
+rebuilds any variant from the hyperparameters saved in the checkpoint."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+
+from ablate.convert import load_gpt2_weights, load_state_dict_file
+from ablate.model import GPT, GPTConfig
+from ablate.tokenizers import tokenizer_from_state
+
+
+def lr_factor(step: int, lr: float, min_lr: float, warmup_steps: int, decay_steps: int) -> float:
+    """nanoGPT's schedule as a multiple of ``lr``: linear warmup, then cosine decay to ``min_lr``."""
+    if step < warmup_steps:
+        return (step + 1) / (warmup_steps + 1)
+    if step >= decay_steps:
+        return min_lr / lr
+    progress = (step - warmup_steps) / max(1, decay_steps - warmup_steps)
+    return (min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (lr - min_lr)) / lr
+
+
+class LitGPT(L.LightningModule):
+    def __init__(
+        self,
+        model: dict[str, Any],
+        optim: dict[str, Any],
+        tokenizer: dict[str, Any],
+        sample: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.tokenizer = tokenizer_from_state(tokenizer)
+        self.model = GPT(GPTConfig.from_dict(model, vocab_size=self.tokenizer.vocab_size))
+        if model.get("init_from"):
+            load_gpt2_weights(self.model, load_state_dict_file(model["init_from"]))
+        if model.get("compile"):
+            self.model.compile()  # compiles forward in place; parameter names stay as they are
+        T = self.model.config.block_size
+        # ThroughputMonitor reads this: 6 FLOPs per weight per token (forward + backward) plus attention
+        n_linear = sum(m.weight.numel() for m in self.model.modules() if isinstance(m, torch.nn.Linear))
+        self.flops_per_token = 6 * n_linear + 12 * self.model.config.n_layer * self.model.config.n_embd * T
+        self.best_val_loss = math.inf
+        self._val_sum: list[torch.Tensor] = []
+
+    @property
+    def flops_per_batch(self) -> int:
+        return self.flops_per_token * self.trainer.datamodule.batch_size * self.model.config.block_size
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.model(idx)[0]
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        x, y = batch[:, :-1], batch[:, 1:]  # (B, T) each
+        _, loss = self.model(x, y)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"])
+        return loss
+
+    # -- validation: a token-weighted mean over the split, reduced across processes ------------------
+    def on_validation_epoch_start(self) -> None:
+        self._val_sum = []
+
+    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        x, y = batch[:, :-1], batch[:, 1:]
+        _, loss = self.model(x, y)
+        self._val_sum.append(torch.stack([loss.detach() * y.numel(), loss.new_tensor(y.numel())]))
+
+    def on_validation_epoch_end(self) -> None:
+        total = self.trainer.strategy.reduce(torch.stack(self._val_sum).sum(0), reduce_op="sum")
+        loss = (total[0] / total[1]).item()
+        fitting = self.trainer.state.fn == "fit"
+        prefix = "val" if fitting else "final"
+        metrics = {f"{prefix}/loss": loss, f"{prefix}/ppl": math.exp(min(loss, 50.0))}
+        if self.tokenizer.kind == "char":
+            metrics[f"{prefix}/bpc"] = loss / math.log(2)  # bits per character
+        if fitting:
+            self.best_val_loss = min(self.best_val_loss, loss)
+            metrics["val/loss_best"] = self.best_val_loss
+        self.log_dict(metrics, prog_bar=fitting)
+        if fitting and self.hparams.sample:
+            self._log_sample()
+
+    def _log_sample(self) -> None:
+        cfg = self.hparams.sample
+        prompt = torch.tensor([self.tokenizer.encode(cfg["prompt"])], dtype=torch.long, device=self.device)
+        generator = torch.Generator(device=self.device).manual_seed(0)  # same draw at every eval: comparable
+        out = self.model.generate(prompt, cfg["max_new_tokens"], cfg["temperature"], cfg["top_k"], generator)
+        text = self.tokenizer.decode(out[0].tolist())
+        for logger in self.loggers:
+            if hasattr(logger, "log_text"):
+                logger.log_text(key="samples", columns=["step", "text"], data=[[self.global_step, text]])
+
+    # -- optimisation ---------------------------------------------------------------------------------
+    def configure_optimizers(self) -> dict[str, Any]:
+        cfg = self.hparams.optim
+        optimizer = torch.optim.AdamW(
+            self.model.optimizer_groups(cfg["weight_decay"]),
+            lr=cfg["lr"], betas=tuple(cfg["betas"]), eps=cfg["eps"], fused=cfg.get("fused"),
+        )
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer,
+            lambda step: lr_factor(step, cfg["lr"], cfg["min_lr"], cfg["warmup_steps"], cfg["decay_steps"]),
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

@@ -1,0 +1,161 @@
+"""The GPT, assembled from one variant per slot.
+
+The layout and parameter names are GPT-2's (``transformer.wte wpe h.N.{ln_1 attn.c_attn attn.c_proj ln_2
+mlp.c_fc mlp.c_proj} ln_f lm_head``), so GPT-2 weights load by name (see ``ablate.convert``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import ablate.components  # noqa: F401  (registers every built-in variant)
+from ablate.components import slots
+from ablate.components.block import Block
+from ablate.errors import ConfigError
+from ablate.registry import SLOTS
+
+
+def _default(name: str) -> Any:
+    return field(default_factory=lambda: {"name": name})
+
+
+@dataclass
+class GPTConfig:
+    """Everything that defines the architecture: sizes, flags, and one variant node per slot."""
+
+    vocab_size: int
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    block_size: int = 64
+    dropout: float = 0.0  # on the embeddings and where the block variant puts it
+    attn_dropout: float = 0.0  # on the attention probabilities
+    bias: bool = True  # biases in linear layers and layer norms
+    tie_embeddings: bool = True  # lm_head shares wte's weight (GPT-2); the seed has its own
+    lm_head_bias: bool = False
+    # one node per slot: {"name": <variant>, **params}
+    positional: dict = _default("learned")
+    norm: dict = _default("pre")
+    activation: dict = _default("gelu_tanh")
+    attn_scale: dict = _default("head_dim")
+    layernorm: dict = _default("torch")
+    qkv: dict = _default("fused")
+    init: dict = _default("gpt2")
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "n_layer", "n_head", "n_embd", "block_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"model.{name}={value!r} must be a positive integer")
+        if self.n_embd % self.n_head:
+            divisors = [h for h in range(1, self.n_embd + 1) if self.n_embd % h == 0 and h <= 64]
+            raise ConfigError(
+                f"model.n_embd={self.n_embd} is not divisible by model.n_head={self.n_head}; "
+                f"n_head must divide n_embd, e.g. one of {divisors}"
+            )
+        for name in ("dropout", "attn_dropout"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ConfigError(f"model.{name}={value!r} must be in [0, 1)")
+        for slot in SLOTS.values():
+            node = getattr(self, slot.name)
+            if isinstance(node, str):
+                node = {"name": node}
+            setattr(self, slot.name, dict(node))
+            slot.get(node["name"])  # an unknown variant fails here, naming the valid ones
+
+    @classmethod
+    def from_dict(cls, cfg: Mapping[str, Any], **overrides: Any) -> GPTConfig:
+        """Build from a ``model`` config node; keys that are not architecture (``preset``, ``compile``...) are ignored."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in {**cfg, **overrides}.items() if k in names})
+
+    def choices(self) -> dict[str, str]:
+        """The variant chosen for each slot, e.g. ``{"positional": "learned", "norm": "pre", ...}``."""
+        return {name: getattr(self, name)["name"] for name in SLOTS}
+
+
+class GPT(nn.Module):
+    """A decoder-only transformer language model."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        block_cls: type[Block] = slots.norm.get(config.norm["name"]).target
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(config.vocab_size, config.n_embd),
+                wpe=slots.positional.build(config.positional, config.n_embd, config.n_head, config.block_size),
+                drop=nn.Dropout(config.dropout),
+                h=nn.ModuleList([slots.norm.build(config.norm, config) for _ in range(config.n_layer)]),
+                ln_f=slots.layernorm.build(config.layernorm, config.n_embd, config.bias)
+                if block_cls.final_norm
+                else nn.Identity(),
+            )
+        )
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=config.lm_head_bias)
+        if config.tie_embeddings:
+            # The output layer reads logits off the input embedding table (GPT-2, "weight tying").
+            self.lm_head.weight = self.transformer.wte.weight
+        slots.init.build(config.init, self)
+
+    def residual_projections(self) -> list[nn.Linear]:
+        return [proj for block in self.transformer.h for proj in block.residual_projections()]
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        """Parameter count (tied weights once); ``non_embedding`` leaves out the token and position tables."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= sum(p.numel() for p in self.transformer.wte.parameters())
+            n -= sum(p.numel() for p in self.transformer.wpe.parameters())
+        return n
+
+    def forward(
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits for every position, ``(B, T) -> (B, T, vocab)``, and the mean cross-entropy if targets are given."""
+        x = self.transformer.wte(idx)  # (B, T, C)
+        x = self.transformer.drop(self.transformer.wpe(x))  # add positions (for variants that do it here)
+        for block in self.transformer.h:
+            x = block(x, self.transformer.wpe)  # (B, T, C)
+        x = self.transformer.ln_f(x)
+        logits = self.lm_head(x)  # (B, T, vocab)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1))
+        return logits, loss
+
+    def optimizer_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        """Decay matrices and embeddings (every tensor of rank ≥ 2); never biases or norm gains."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        return [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ]
+
+    @torch.no_grad()
+    def generate(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Sample ``max_new_tokens`` tokens after the prompt ``idx`` (B, T); the context is cropped to block_size."""
+        for _ in range(max_new_tokens):
+            context = idx[:, -self.config.block_size :]
+            logits, _ = self(context)
+            logits = logits[:, -1, :] / max(temperature, 1e-8)  # (B, vocab)
+            if top_k is not None:
+                kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
+                logits = logits.masked_fill(logits < kth, float("-inf"))
+            probs = F.softmax(logits.float(), dim=-1)
+            idx = torch.cat([idx, torch.multinomial(probs, 1, generator=generator)], dim=1)
+        return idx

@@ -1,0 +1,181 @@
+"""``ablate-train``: the Hydra entry point over ``conf/`` (``python -m ablate.train`` works too)."""
+
+from __future__ import annotations
+
+import logging
+import netrc
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from ablate.config import check_overrides, conf_dir, import_user_modules, run_name
+from ablate.errors import AblateError
+
+
+def wandb_mode(mode: str) -> str:
+    """``auto``: WANDB_MODE if set, online when an API key is configured, offline otherwise (never a prompt)."""
+    if mode != "auto":
+        return mode
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    host = (os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").split("://")[-1].rstrip("/")
+    try:
+        return "online" if netrc.netrc(os.environ.get("NETRC")).authenticators(host) else "offline"
+    except (FileNotFoundError, netrc.NetrcParseError):
+        return "offline"
+
+
+class _DropTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip:" not in record.getMessage()
+
+
+def _quiet_lightning() -> None:
+    """One copy of each Lightning message (through Hydra's handlers when Hydra configured logging), no ads."""
+    if logging.getLogger().handlers:
+        for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+            log = logging.getLogger(name)
+            for handler in list(log.handlers):
+                log.removeHandler(handler)
+            log.propagate = True
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropTips())
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+
+
+def _command(cfg: DictConfig) -> str:
+    if HydraConfig.initialized():
+        return " ".join(["ablate-train", *HydraConfig.get().overrides.task])
+    return " ".join(["ablate-train", *sys.argv[1:]])
+
+
+def run(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
+    """Train one model as ``cfg`` says, writing everything under ``output_dir``; returns the run's summary."""
+    import lightning as L
+    import torch
+    from hydra.utils import instantiate
+    from lightning.pytorch.callbacks import ModelCheckpoint, ThroughputMonitor
+
+    from ablate.data import TextDataModule
+    from ablate.lit import LitGPT
+    from ablate.records import RunRecord
+
+    import_user_modules()
+    _quiet_lightning()
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    if torch.cuda.is_available():
+        torch.set_float32_matmul_precision("high")  # TF32 matmuls on Ampere and newer
+
+    datamodule = TextDataModule(**OmegaConf.to_container(cfg.data, resolve=True), seed=cfg.seed)
+    datamodule.setup()
+    module = LitGPT(
+        model=OmegaConf.to_container(cfg.model, resolve=True),
+        optim=OmegaConf.to_container(cfg.optim, resolve=True),
+        tokenizer=datamodule.tokenizer.state(),
+        sample=OmegaConf.to_container(cfg.sample, resolve=True),
+    )
+    gpt = module.model
+    choices = gpt.config.choices()
+    name = cfg.logger.name or run_name(cfg.model, choices, cfg.seed)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    summary = {
+        "name": name,
+        "preset": cfg.model.get("preset"),
+        "choices": choices,
+        "sizes": {k: cfg.model[k] for k in ("n_layer", "n_head", "n_embd", "block_size")},
+        "vocab_size": gpt.config.vocab_size,
+        "tokenizer": datamodule.kind,
+        "data": str(datamodule.path),
+        "n_params": gpt.num_params(),
+        "seed": cfg.seed,
+        "max_steps": cfg.trainer.max_steps,
+        "command": _command(cfg),
+        "output_dir": str(output_dir),
+        **datamodule.state(),
+    }
+    record = RunRecord(output_dir, summary)
+    loggers: list[Any] = [record]
+    mode = wandb_mode(cfg.logger.mode)
+    if mode != "disabled":
+        import wandb
+        from lightning.pytorch.loggers import WandbLogger
+
+        loggers.append(
+            WandbLogger(
+                project=cfg.logger.project, entity=cfg.logger.entity, group=cfg.logger.group, name=name,
+                tags=[*cfg.logger.tags, *(f"{slot}={c}" for slot, c in choices.items())],
+                save_dir=str(output_dir), mode=mode,
+                # flat keys per slot, so the wandb UI can group and filter runs by component
+                config={**choices, "preset": summary["preset"], "n_params": summary["n_params"], **resolved},
+                settings=wandb.Settings(x_disable_stats=not torch.cuda.is_available(), silent=True),
+            )
+        )
+    callbacks = [
+        ThroughputMonitor(batch_size_fn=lambda b: b.size(0), length_fn=lambda b: b.size(0) * (b.size(1) - 1)),
+        ModelCheckpoint(dirpath=output_dir / "checkpoints", save_last=True, save_top_k=0),
+    ]
+    trainer = instantiate(cfg.trainer, logger=loggers, callbacks=callbacks, default_root_dir=str(output_dir))
+    status, error = "failed", None
+    try:
+        trainer.fit(module, datamodule=datamodule)
+        trainer.validate(module, dataloaders=datamodule.full_val_dataloader(), verbose=False)
+        status = "completed"
+    except BaseException as e:
+        error = f"{type(e).__name__}: {e}"
+        raise
+    finally:
+        record.close(status, error)
+        if mode != "disabled":
+            import wandb
+
+            if wandb.run is not None:
+                wandb.run.summary.update({"status": status})
+            wandb.finish(exit_code=0 if status == "completed" else 1)
+    if mode == "offline":
+        print(f"wandb: offline run saved; upload it with: wandb sync {output_dir / 'wandb'}/offline-run-*")
+    return record.summary
+
+
+@hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
+def _hydra_main(cfg: DictConfig) -> float | None:
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    start = time.time()
+    try:
+        summary = run(cfg, output_dir)
+    except AblateError as e:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # recorded as failed; the sweep goes on with its other jobs
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(
+        f"\nDone in {time.time() - start:.0f} s: val loss {summary.get('val_loss_final', float('nan')):.4f} "
+        f"(whole validation split), best during training {summary.get('val_loss_best', float('nan')):.4f}.\n"
+        f"Outputs in {output_dir}/: summary.json, metrics.csv, samples.txt, checkpoints/last.ckpt"
+    )
+    return summary.get("val_loss_final")
+
+
+def main() -> None:
+    """Console entry point: register user variants, check the overrides, then hand over to Hydra."""
+    try:
+        import_user_modules()
+        check_overrides(sys.argv[1:])
+    except AblateError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()
