@@ -17,7 +17,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from ablate.config import check_overrides, conf_dir, import_user_modules, run_name
-from ablate.errors import AblateError
+from ablate.errors import AblateError, ConfigError
 
 
 def wandb_mode(mode: str) -> str:
@@ -86,6 +86,12 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
         sample=OmegaConf.to_container(cfg.sample, resolve=True),
     )
     gpt = module.model
+    max_len = gpt.transformer.wpe.max_len
+    if max_len is not None and datamodule.block_size > max_len:
+        raise ConfigError(
+            f"data.block_size={datamodule.block_size} exceeds the learned positional table ({max_len} positions, "
+            f"model.block_size); make them equal or pick model/positional=sinusoidal"
+        )
     choices = gpt.config.choices()
     name = cfg.logger.name or run_name(cfg.model, choices, cfg.seed)
     resolved = OmegaConf.to_container(cfg, resolve=True)

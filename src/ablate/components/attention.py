@@ -49,8 +49,9 @@ class FusedQKV(nn.Linear):
 
 @qkv.register("per_head_shared")
 class PerHeadSharedQKV(nn.Module):
-    """The seed's: split the stream into heads first, then one bias-free hs→hs projection each for
-    Q, K and V, shared by all heads (3·hs² weights instead of 3·C²)."""
+    """The seed's: heads split first, then bias-free hs→hs q, k, v projections shared by all heads.
+
+    3·hs² weights instead of GPT-2's 3·C² (+ biases): every head sees the same projections."""
 
     def __init__(self, n_embd: int, n_head: int, bias: bool) -> None:
         super().__init__()

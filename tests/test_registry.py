@@ -1,0 +1,75 @@
+"""The registry and Hydra's config groups are one and the same list of variants."""
+
+import pytest
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from torch import nn
+
+from ablate.config import conf_dir, preset_choices
+from ablate.errors import ConfigError
+from ablate.registry import SLOTS
+from ablate.variants import describe
+
+SLOT_NAMES = ["positional", "norm", "activation", "attn_scale", "layernorm", "qkv", "init"]
+
+
+def _group_options(group: str) -> list[str]:
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        return sorted(GlobalHydra.instance().config_loader().get_group_options(group))
+
+
+def test_every_slot_of_the_design_exists():
+    assert list(SLOTS) == SLOT_NAMES
+
+
+@pytest.mark.parametrize("slot", SLOT_NAMES)
+def test_registry_and_config_group_agree(slot):
+    """Each registered variant is a Hydra option of model/<slot>, and no option lacks a variant."""
+    assert _group_options(f"model/{slot}") == SLOTS[slot].names()
+
+
+def test_presets_pick_one_registered_variant_per_slot():
+    presets = _group_options("model")
+    assert presets == ["gpt2", "seed"]
+    for preset in presets:
+        choices = preset_choices(preset)
+        assert sorted(choices) == sorted(SLOT_NAMES), preset
+        for slot, name in choices.items():
+            assert name in SLOTS[slot], (preset, slot, name)
+
+
+def test_sizes_are_gpt2s():
+    assert _group_options("model/size") == ["large", "medium", "small", "tiny", "xl"]
+
+
+def test_duplicate_name_is_refused_and_the_original_kept():
+    slot = SLOTS["activation"]
+    original = slot.get("relu").target
+
+    with pytest.raises(ConfigError, match=r"model/activation=relu is already registered"):
+
+        @slot.register("relu")
+        class Impostor(nn.Identity):
+            pass
+
+    assert slot.get("relu").target is original
+
+
+def test_unknown_variant_names_the_valid_ones():
+    with pytest.raises(ConfigError, match=r"unknown model/norm='sideways'; choose one of: post, pre"):
+        SLOTS["norm"].get("sideways")
+
+
+def test_unknown_variant_parameter_is_refused():
+    with pytest.raises(ConfigError, match=r"model/layernorm=torch takes no parameter 'epsilon'; its parameters: eps"):
+        SLOTS["layernorm"].build({"name": "torch", "epsilon": 1e-3}, 8, True)
+
+
+def test_ablate_variants_lists_every_variant_and_each_presets_pick():
+    text = describe()
+    for slot in SLOTS.values():
+        assert f"{slot.group}:" in text
+        for name in slot.names():
+            assert f"  {name} " in text
+    assert "post" in text and "[seed]" in text and "[gpt2]" in text

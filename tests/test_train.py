@@ -1,0 +1,135 @@
+"""Real training runs: a real Lightning Trainer, real Hydra configs, real offline wandb runs."""
+
+import csv
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ablate.errors import ConfigError, DataError
+from ablate.lit import LitGPT, lr_factor
+from ablate.train import run, wandb_mode
+
+pytestmark = pytest.mark.slow
+
+# A short real run: 30 steps, an evaluation every 10 on 2 fixed batches.
+SHORT = [
+    "trainer.max_steps=30",
+    "trainer.val_check_interval=10",
+    "trainer.log_every_n_steps=5",
+    "trainer.enable_progress_bar=false",
+    "data.eval_batches=2",
+    "sample.max_new_tokens=16",
+    "optim.warmup_steps=5",
+]
+
+
+def wandb_records(run_dir: Path) -> list[dict]:
+    """Every record of an offline wandb run, read back with wandb's own reader."""
+    (offline,) = (run_dir / "wandb").glob("offline-run-*")
+    out = subprocess.run(
+        [sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(offline)],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def test_short_run_writes_its_record_and_an_offline_wandb_run(compose_cfg, tmp_path):
+    cfg = compose_cfg(*SHORT, "logger.mode=offline", "logger.group=unit", "model/norm=post")
+    summary = run(cfg, tmp_path)
+
+    # the local record
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    assert saved == summary
+    assert saved["status"] == "completed" and saved["steps"] == 30
+    assert saved["choices"]["norm"] == "post" and saved["choices"]["activation"] == "gelu_tanh"
+    assert saved["name"] == "gpt2-norm=post-s1337"
+    assert saved["n_params"] == 809856 - 2 * 128  # post-norm has no final layer norm (weight + bias)
+    assert saved["tokens_per_sec"] > 0
+    rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+    val = [float(r["val/loss"]) for r in rows if r.get("val/loss")]
+    assert len(val) == 3 and saved["val_loss_best"] == min(val) and saved["val_loss_last"] == val[-1]
+    assert val[-1] < math.log(65)  # it learned something: below the uniform guess
+    assert abs(saved["val_loss_final"] - val[-1]) < 0.3  # the whole split agrees with the fixed batches
+    assert (tmp_path / "samples.txt").read_text().count("===== step") == 3
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+
+    # the offline wandb run holds the config, the per-slot keys, the tags and the metrics
+    records = wandb_records(tmp_path)
+    run_record = next(r["run"] for r in records if r["type"] == "run")
+    config = run_record["config"]["update"]
+    assert config["norm"] == "post" and config["positional"] == "learned" and config["preset"] == "gpt2"
+    assert config["model"]["norm"] == {"name": "post"} and config["trainer"]["max_steps"] == 30
+    assert run_record["display_name"] == "gpt2-norm=post-s1337"
+    assert "norm=post" in run_record["tags"]
+    assert run_record["run_group"] == "unit"
+    logged: dict[str, list] = {}
+    for record in records:
+        if record["type"] == "history":
+            for key, value in record["history"]["item"].items():
+                logged.setdefault(key, []).append(value)
+    assert logged["val/loss"] == pytest.approx(val, rel=1e-6)
+    assert logged["final/loss"] == pytest.approx([saved["val_loss_final"]], rel=1e-6)
+    assert len(logged["train/loss"]) == 6  # every 5 steps
+
+
+def test_checkpoint_rebuilds_any_variant(compose_cfg, tmp_path):
+    cfg = compose_cfg(
+        *SHORT, "trainer.max_steps=3", "logger.mode=disabled", "model=seed",
+        "model/positional=sinusoidal", "model/layernorm=custom",
+    )
+    run(cfg, tmp_path)
+    module = LitGPT.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt", weights_only=True).eval()
+    assert module.model.config.choices() == {
+        "positional": "sinusoidal", "norm": "post", "activation": "relu", "attn_scale": "embed_size",
+        "layernorm": "custom", "qkv": "per_head_shared", "init": "torch_default",
+    }
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    for key, value in module.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    assert module.tokenizer.decode(module.tokenizer.encode("ROMEO:")) == "ROMEO:"
+
+
+def test_same_seed_same_losses(compose_cfg, tmp_path):
+    losses = []
+    for name in ("a", "b"):
+        run(compose_cfg(*SHORT, "trainer.max_steps=10", "logger.mode=disabled"), tmp_path / name)
+        rows = list(csv.DictReader(open(tmp_path / name / "metrics.csv")))
+        losses.append([r["train/loss"] for r in rows if r.get("train/loss")])
+    assert losses[0] == losses[1] and len(losses[0]) == 2
+
+
+def test_block_size_beyond_the_learned_table_is_refused(compose_cfg, tmp_path):
+    cfg = compose_cfg(*SHORT, "logger.mode=disabled", "data.block_size=128")
+    with pytest.raises(ConfigError, match=r"data.block_size=128 exceeds the learned positional table \(64 positions"):
+        run(cfg, tmp_path)
+
+
+def test_bad_data_is_refused_before_training(compose_cfg, tmp_path):
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(DataError, match="is empty"):
+        run(compose_cfg(*SHORT, "logger.mode=disabled", f"data.path={tmp_path / 'empty.txt'}"), tmp_path / "out")
+
+
+def test_wandb_mode_never_prompts(monkeypatch, tmp_path):
+    """auto: offline without a key; online with one; an explicit mode or WANDB_MODE wins."""
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+    assert wandb_mode("auto") == "offline"
+    (tmp_path / "netrc").write_text("machine api.wandb.ai\n  login user\n  password " + "k" * 40 + "\n")
+    assert wandb_mode("auto") == "online"
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert wandb_mode("auto") == "disabled"
+    assert wandb_mode("offline") == "offline"
+
+
+def test_lr_schedule_warms_up_then_decays_to_min_lr():
+    f = [lr_factor(s, lr=1e-3, min_lr=1e-4, warmup_steps=100, decay_steps=2000) for s in range(2001)]
+    assert f[0] == pytest.approx(1 / 101) and f[99] == pytest.approx(100 / 101)
+    assert f[100] == pytest.approx(1.0)
+    assert f[1050] == pytest.approx(0.55)  # halfway through the cosine: (1 + 0.1) / 2
+    assert f[2000] == pytest.approx(0.1)
+    assert all(a >= b for a, b in zip(f[100:], f[101:]))
