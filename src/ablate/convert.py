@@ -28,7 +28,7 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a GPT-2 state dict from ``.bin``/``.pt`` (never running code from it) or ``.safetensors``."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise CheckpointError(f"model.init_from={path}: no such file; give a GPT-2 state dict (.bin, .pt, .safetensors)")
+        raise CheckpointError(f"model.init_from={path}: no such file; give a GPT-2 state dict (.bin .pt .safetensors)")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file  # installed with transformers / huggingface_hub
 

@@ -75,7 +75,8 @@ def tokenize_cached(path: Path, kind: str, cache_dir: Path) -> tuple[np.ndarray,
         ids = np.asarray(tokenizer.encode(text), dtype=dtype)
         atomic_write_bytes(bin_path, ids.tobytes())
         # the meta file is written last: its presence means the token file is complete
-        atomic_write_json(meta_path, {"source": str(path), "dtype": np.dtype(dtype).name, "tokenizer": tokenizer.state()})
+        meta = {"source": str(path), "dtype": np.dtype(dtype).name, "tokenizer": tokenizer.state()}
+        atomic_write_json(meta_path, meta)
     meta = json.loads(meta_path.read_text())
     tokens = np.memmap(bin_path, dtype=meta["dtype"], mode="r")
     return tokens, tokenizer_from_state(meta["tokenizer"])

@@ -72,7 +72,7 @@ class GPTConfig:
 
     @classmethod
     def from_dict(cls, cfg: Mapping[str, Any], **overrides: Any) -> GPTConfig:
-        """Build from a ``model`` config node; keys that are not architecture (``preset``, ``compile``...) are ignored."""
+        """Build from a ``model`` config node, ignoring keys that are not architecture (``preset``, ``compile``)."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in {**cfg, **overrides}.items() if k in names})
 
