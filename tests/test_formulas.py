@@ -109,7 +109,10 @@ def test_torch_layernorm_is_torchs_with_eps_1e5(make_model):
 
 # --- attention ----------------------------------------------------------------------------------------
 
-SCALES = {"head_dim": lambda n_embd, n_head: (n_embd // n_head) ** -0.5, "embed_size": lambda n_embd, n_head: n_embd**-0.5}
+SCALES = {
+    "head_dim": lambda n_embd, n_head: (n_embd // n_head) ** -0.5,
+    "embed_size": lambda n_embd, n_head: n_embd**-0.5,
+}
 
 
 def _fused_qkv(attn, x, n_head):

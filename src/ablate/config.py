@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import os
+import re
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 from hydra import initialize_config_dir
+from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
@@ -22,10 +25,43 @@ from ablate.registry import SLOTS
 IMPORTS_ENV = "ABLATE_IMPORTS"
 
 
+def _project_dir(name: str) -> Path:
+    """A top-level folder (``conf``, ``sweeps``): shipped inside the package by a wheel install,
+    the checkout's own with an editable install."""
+    packaged = Path(__file__).parent / name
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / name
+
+
 def conf_dir() -> Path:
-    """The ``conf/`` folder: shipped inside the package by a wheel install, the checkout's own otherwise."""
-    packaged = Path(__file__).parent / "conf"
-    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "conf"
+    return _project_dir("conf")
+
+
+def sweeps_dir() -> Path:
+    return _project_dir("sweeps")
+
+
+def register_sweeps() -> None:
+    """Make each ``sweeps/<name>.yaml`` the option ``sweeps=<name>``, a global override bundle.
+
+    They are stored in Hydra's ConfigStore rather than added as a search path, so that Hydra never
+    walks the checkout for config groups, and ``ablate-train sweeps=NAME`` works from any folder.
+    """
+    store = ConfigStore.instance()
+    for path in sorted(sweeps_dir().glob("*.yaml")):
+        store.store(group="sweeps", name=path.stem, node=OmegaConf.load(path), package="_global_")
+
+
+def slug(text: str, limit: int = 120) -> str:
+    """A folder name for a run's overrides: ``model/norm=post,seed=1`` -> ``model.norm=post,seed=1``."""
+    text = re.sub(r"[^A-Za-z0-9=,.+_-]", "_", text.replace("/", ".")) or "default"
+    if len(text) > limit:
+        text = f"{text[: limit - 9]}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+    return text
+
+
+if not OmegaConf.has_resolver("ablate_slug"):
+    OmegaConf.register_new_resolver("ablate_slug", slug)
+register_sweeps()
 
 
 _imported: set[str] = set()

@@ -68,7 +68,10 @@ def gpt2_config_from_state_dict(sd: Mapping[str, torch.Tensor], n_head: int | No
 
 
 def load_gpt2_weights(model: GPT, sd: Mapping[str, torch.Tensor]) -> GPT:
-    """Copy GPT-2 weights into ``model``, which must have GPT-2's architecture at the same sizes."""
+    """Copy GPT-2 weights into ``model``, which must have GPT-2's parameter layout at the same sizes.
+
+    Slots that change no parameter (activation, attention scale, init) may differ: starting an
+    ablation from GPT-2's weights is allowed."""
     wrong = {s: c for s, c in model.config.choices().items() if s in GPT2_CHOICES and c != GPT2_CHOICES[s]}
     if wrong:
         slot, choice = next(iter(wrong.items()))
@@ -77,9 +80,15 @@ def load_gpt2_weights(model: GPT, sd: Mapping[str, torch.Tensor]) -> GPT:
         )
     ours = model.state_dict()
     theirs = convert_gpt2_state_dict(sd)
+    n_layer = 1 + max(int(k.split(".")[2]) for k in theirs if k.startswith("transformer.h."))
+    if n_layer != model.config.n_layer:
+        raise CheckpointError(
+            f"the GPT-2 weights have {n_layer} layers, the model model.n_layer={model.config.n_layer}; make them equal"
+        )
     for key, value in theirs.items():
         if key not in ours:
-            raise CheckpointError(f"GPT-2 weight {key} has no place in this model (GPT-2 needs model.bias=true)")
+            hint = " (GPT-2 needs model.bias=true)" if key.endswith(".bias") and not model.config.bias else ""
+            raise CheckpointError(f"GPT-2 weight {key} has no place in this model{hint}")
         if ours[key].shape != value.shape:
             raise CheckpointError(
                 f"GPT-2 weight {key} has shape {tuple(value.shape)}, the model {tuple(ours[key].shape)}; "

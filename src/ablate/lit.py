@@ -45,6 +45,7 @@ class LitGPT(L.LightningModule):
         n_linear = sum(m.weight.numel() for m in self.model.modules() if isinstance(m, torch.nn.Linear))
         self.flops_per_token = 6 * n_linear + 12 * self.model.config.n_layer * self.model.config.n_embd * T
         self.best_val_loss = math.inf
+        self.diverged: str | None = None  # why the run stopped early, if it diverged
         self._val_sum: list[torch.Tensor] = []
 
     @property
@@ -61,6 +62,28 @@ class LitGPT(L.LightningModule):
         self.log("train/lr", self.optimizers().param_groups[0]["lr"])
         return loss
 
+    def _diagnostics_due(self) -> bool:
+        return self.global_step % self.trainer.log_every_n_steps == 0
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # Checked when Lightning logs anyway (reading the loss costs a device sync): a NaN never recovers.
+        if not self._diagnostics_due():
+            return
+        loss = outputs["loss"].item()
+        limit = self.hparams.optim.get("max_loss", math.inf)
+        if not math.isfinite(loss) or loss > limit:
+            self.diverged = f"training loss {loss:.4g} at step {self.global_step} (limit optim.max_loss={limit})"
+            self.trainer.should_stop = True
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Gradient norm of each block (before clipping): where training signal is lost or explodes."""
+        if not self._diagnostics_due():
+            return
+        for i, block in enumerate(self.model.transformer.h):
+            grads = [p.grad for p in block.parameters() if p.grad is not None]
+            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+            self.log(f"diag/grad_norm/layer_{i}", norm)
+
     # -- validation: a token-weighted mean over the split, reduced across processes ------------------
     def on_validation_epoch_start(self) -> None:
         self._val_sum = []
@@ -69,6 +92,9 @@ class LitGPT(L.LightningModule):
         x, y = batch[:, :-1], batch[:, 1:]
         _, loss = self.model(x, y)
         self._val_sum.append(torch.stack([loss.detach() * y.numel(), loss.new_tensor(y.numel())]))
+        if batch_idx == 0 and self.trainer.state.fn == "fit":
+            for i, entropy in enumerate(self.model.attention_entropy(x[:4])):
+                self.log(f"diag/attn_entropy/layer_{i}", entropy)
 
     def on_validation_epoch_end(self) -> None:
         total = self.trainer.strategy.reduce(torch.stack(self._val_sum).sum(0), reduce_op="sum")

@@ -131,6 +131,26 @@ class GPT(nn.Module):
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1))
         return logits, loss
 
+    @torch.no_grad()
+    def attention_entropy(self, idx: torch.Tensor) -> list[float]:
+        """Mean entropy (nats) of each layer's attention distributions on ``idx``: low means sharp,
+        focused heads; log(T)/2-ish means attention spread evenly over the past. Diagnostic only."""
+        inputs: list[torch.Tensor] = []
+        hooks = [
+            block.attn.register_forward_pre_hook(lambda _, args: inputs.append(args[0]))
+            for block in self.transformer.h
+        ]
+        try:
+            self(idx)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        entropies = []
+        for block, x in zip(self.transformer.h, inputs):
+            p = block.attn.attention_probs(x, self.transformer.wpe)  # (B, nh, T, T)
+            entropies.append(-(p * torch.log(p.clamp_min(1e-12))).sum(-1).mean().item())
+        return entropies
+
     def optimizer_groups(self, weight_decay: float) -> list[dict[str, Any]]:
         """Decay matrices and embeddings (every tensor of rank ≥ 2); never biases or norm gains."""
         params = [p for p in self.parameters() if p.requires_grad]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import netrc
 import os
@@ -52,6 +54,24 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 
+FINISHED = ("completed", "diverged")  # a relaunched sweep skips these; it redoes failed and unfinished runs
+
+
+def run_identity(cfg: DictConfig) -> str:
+    """What makes a run the run it is (architecture, data, optimiser, trainer, seed), as a short hash."""
+    keys = ("model", "data", "optim", "trainer", "seed")
+    identity = {k: OmegaConf.to_container(cfg, resolve=True)[k] for k in keys}
+    identity["trainer"] = {k: v for k, v in identity["trainer"].items() if k not in ("enable_progress_bar",)}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def read_summary(output_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((output_dir / "summary.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
 def _command(cfg: DictConfig) -> str:
     if HydraConfig.initialized():
         return " ".join(["ablate-train", *HydraConfig.get().overrides.task])
@@ -73,6 +93,13 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     _quiet_lightning()
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    run_id = run_identity(cfg)
+    previous = read_summary(output_dir)
+    if previous.get("run_id") == run_id and previous.get("status") in FINISHED:
+        print(f"{output_dir}: already {previous['status']}, skipping (delete its summary.json to redo it)")
+        return {**previous, "skipped": True}
+    if cfg.get("threads"):
+        torch.set_num_threads(cfg.threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")  # TF32 matmuls on Ampere and newer
@@ -93,10 +120,14 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
             f"model.block_size); make them equal or pick model/positional=sinusoidal"
         )
     choices = gpt.config.choices()
-    name = cfg.logger.name or run_name(cfg.model, choices, cfg.seed)
+    arm = cfg.sweep.arm
+    name = cfg.logger.name or (f"{arm}-s{cfg.seed}" if arm else run_name(cfg.model, choices, cfg.seed))
     resolved = OmegaConf.to_container(cfg, resolve=True)
     summary = {
+        "run_id": run_id,
         "name": name,
+        "sweep": cfg.sweep.name,
+        "arm": arm,
         "preset": cfg.model.get("preset"),
         "choices": choices,
         "sizes": {k: cfg.model[k] for k in ("n_layer", "n_head", "n_embd", "block_size")},
@@ -123,7 +154,7 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
                 tags=[*cfg.logger.tags, *(f"{slot}={c}" for slot, c in choices.items())],
                 save_dir=str(output_dir), mode=mode,
                 # flat keys per slot, so the wandb UI can group and filter runs by component
-                config={**choices, "preset": summary["preset"], "n_params": summary["n_params"], **resolved},
+                config={**choices, "arm": arm, "preset": summary["preset"], "n_params": gpt.num_params(), **resolved},
                 settings=wandb.Settings(x_disable_stats=not torch.cuda.is_available(), silent=True),
             )
         )
@@ -135,8 +166,11 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     status, error = "failed", None
     try:
         trainer.fit(module, datamodule=datamodule)
-        trainer.validate(module, dataloaders=datamodule.full_val_dataloader(), verbose=False)
-        status = "completed"
+        if module.diverged:
+            status, error = "diverged", module.diverged
+        else:
+            trainer.validate(module, dataloaders=datamodule.full_val_dataloader(), verbose=False)
+            status = "completed"
     except BaseException as e:
         error = f"{type(e).__name__}: {e}"
         raise
@@ -148,6 +182,8 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
             if wandb.run is not None:
                 wandb.run.summary.update({"status": status})
             wandb.finish(exit_code=0 if status == "completed" else 1)
+    if status == "diverged":
+        print(f"Diverged: {error}; recorded as status 'diverged' in {output_dir / 'summary.json'}")
     if mode == "offline":
         print(f"wandb: offline run saved; upload it with: wandb sync {output_dir / 'wandb'}/offline-run-*")
     return record.summary
@@ -164,6 +200,10 @@ def _hydra_main(cfg: DictConfig) -> float | None:
             raise  # recorded as failed; the sweep goes on with its other jobs
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    if summary["status"] != "completed":
+        return float("nan")  # a diverged run: a search sweeper counts it as a failed trial
+    if summary.get("skipped"):
+        return summary.get("val_loss_final")
     print(
         f"\nDone in {time.time() - start:.0f} s: val loss {summary.get('val_loss_final', float('nan')):.4f} "
         f"(whole validation split), best during training {summary.get('val_loss_best', float('nan')):.4f}.\n"

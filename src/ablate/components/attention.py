@@ -81,6 +81,15 @@ class CausalSelfAttention(nn.Module):
         self.scale = attn_scale.build(cfg.attn_scale, cfg.n_embd, cfg.n_head)
         self.dropout = cfg.attn_dropout
 
+    def attention_probs(self, x: torch.Tensor, pos: Positional) -> torch.Tensor:
+        """The attention weights ``(B, nh, T, T)``, computed explicitly (for diagnostics, not training)."""
+        q, k, _ = self.c_attn(x)
+        q, k = pos.rotate(q, k)
+        T = x.size(1)
+        scores = (q @ k.transpose(-2, -1)) * self.scale  # (B, nh, T, T)
+        causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+        return scores.masked_fill(~causal, float("-inf")).softmax(dim=-1)
+
     def forward(self, x: torch.Tensor, pos: Positional) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.c_attn(x)  # each (B, nh, T, hs)

@@ -1,0 +1,113 @@
+"""The ``ablate`` sweeper: Hydra's basic sweeper plus *arms*, named lists of overrides.
+
+An ablation is rarely a full grid: "GPT-2, the seed, and every single-slot change between them" is a
+list. A sweep file names each arm; every arm is crossed with the grid of ``params`` and of the
+command line's own sweeps (``seed=1,2,3``)::
+
+    hydra:
+      sweeper:
+        arms:
+          gpt2: [model=gpt2]
+          gpt2+norm=post: [model=gpt2, model/norm=post]
+        params:
+          seed: 1,2,3
+
+Each job gets ``sweep.arm``: the arm's name plus the values of the other swept keys (the seed
+aside), which names the run in wandb and groups its seeds in reports. Jobs are launched through
+whichever launcher is configured; a job that fails does not stop the others.
+"""
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional  # noqa: UP035 (OmegaConf needs typing's generics)
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobStatus
+from omegaconf import OmegaConf
+
+log = logging.getLogger(__name__)
+
+# keys that vary between jobs without changing what a job *is* (its seeds are grouped together)
+_NOT_IN_LABEL = {"seed"}
+
+
+@dataclass
+class AblateSweeperConf:
+    _target_: str = "hydra_plugins.ablate_sweeper.ablate_sweeper.AblateSweeper"
+    max_batch_size: Optional[int] = None  # noqa: UP045
+    params: Optional[Dict[str, str]] = None  # noqa: UP006, UP045
+    arms: Optional[Dict[str, List[str]]] = None  # noqa: UP006, UP045
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="ablate", node=AblateSweeperConf, provider="ablate")
+
+
+def _short(key: str) -> str:
+    """``model/norm`` -> ``norm``, ``optim.lr`` -> ``lr``: labels stay short."""
+    return key.replace("/", ".").split(".")[-1]
+
+
+class AblateSweeper(BasicSweeper):
+    def __init__(
+        self,
+        max_batch_size: int | None = None,
+        params: dict[str, str] | None = None,
+        arms: dict[str, list[str]] | None = None,
+    ) -> None:
+        super().__init__(max_batch_size=max_batch_size, params=params)
+        self.arms: dict[str, list[str]] = {k: list(v) for k, v in (arms or {}).items()}
+
+    def job_overrides(self, arguments: list[str]) -> list[list[str]]:
+        """Every job's overrides: each arm (or none) crossed with the grid, plus its ``sweep.arm`` label."""
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        base = self._parse_config() + list(arguments)
+        jobs = []
+        for arm, arm_overrides in (self.arms or {"": []}).items():
+            overrides = parser.parse_overrides(base + arm_overrides)
+            fixed = {o.get_key_element() for o in parser.parse_overrides(arm_overrides)}
+            varying = [
+                o.get_key_element() for o in overrides
+                if o.is_sweep_override() and o.get_key_element() not in _NOT_IN_LABEL | fixed
+            ]
+            for job in self.split_arguments(overrides, None)[0]:
+                values = dict(item.split("=", 1) for item in job)
+                label = " ".join([arm] * bool(arm) + [f"{_short(k)}={values[k]}" for k in varying]) or "run"
+                jobs.append([*job, f"sweep.arm='{label}'"])
+        return jobs
+
+    def sweep(self, arguments: list[str]) -> Any:
+        jobs = self.job_overrides(arguments)
+        size = self.max_batch_size or len(jobs)
+        self.overrides = [jobs[i : i + size] for i in range(0, len(jobs), size)]
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        log.info(f"Sweep of {len(jobs)} runs into {sweep_dir}")
+
+        returns, first_failure, start, job_idx = [], None, time.perf_counter(), 0
+        while not self.is_done():
+            batch = self.get_job_batch()
+            self.validate_batch_is_legal(batch)
+            results = self.launcher.launch(batch, initial_job_idx=job_idx)
+            job_idx += len(batch)
+            returns.append(results)
+            for r in results:
+                if r.status == JobStatus.FAILED and first_failure is None:
+                    first_failure = r
+        statuses = Counter(
+            (r.return_value or {}).get("status", "?") if r.status == JobStatus.COMPLETED else "failed"
+            for batch in returns for r in batch
+        )
+        log.info(
+            f"Sweep done in {time.perf_counter() - start:.0f} s: "
+            + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
+            + f". Report: ablate-report {sweep_dir}"
+        )
+        if first_failure is not None:
+            _ = first_failure.return_value  # re-raises the first failure: the sweep exits non-zero
+        return returns
