@@ -65,6 +65,16 @@ def run_identity(cfg: DictConfig) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _move_aside(output_dir: Path, name: str) -> None:
+    """Keep an earlier, different run's results when a new run takes over its folder."""
+    aside = output_dir / name
+    aside.mkdir(exist_ok=True)
+    for item in ("summary.json", "metrics.csv", "samples.txt", "checkpoints", "wandb"):
+        if (output_dir / item).exists():
+            (output_dir / item).rename(aside / item)
+    print(f"{output_dir} held a different run; its results are kept in {aside}")
+
+
 def read_summary(output_dir: Path) -> dict[str, Any]:
     try:
         return json.loads((output_dir / "summary.json").read_text())
@@ -98,6 +108,8 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     if previous.get("run_id") == run_id and previous.get("status") in FINISHED:
         print(f"{output_dir}: already {previous['status']}, skipping (delete its summary.json to redo it)")
         return {**previous, "skipped": True}
+    if previous and previous.get("run_id") != run_id:
+        _move_aside(output_dir, f"replaced-{previous.get('run_id', 'unknown')}")
     if cfg.get("threads"):
         torch.set_num_threads(cfg.threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)

@@ -17,6 +17,7 @@ aside), which names the run in wandb and groups its seeds in reports. Jobs are l
 whichever launcher is configured; a job that fails does not stop the others.
 """
 
+import json
 import logging
 import time
 from collections import Counter
@@ -27,7 +28,7 @@ from typing import Any, Dict, List, Optional  # noqa: UP035 (OmegaConf needs typ
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.utils import JobStatus
+from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,15 @@ ConfigStore.instance().store(group="hydra/sweeper", name="ablate", node=AblateSw
 def _short(key: str) -> str:
     """``model/norm`` -> ``norm``, ``optim.lr`` -> ``lr``: labels stay short."""
     return key.replace("/", ".").split(".")[-1]
+
+
+def _status(job: JobReturn) -> str:
+    """A job's status as its run recorded it (completed, diverged, failed)."""
+    try:
+        summary = json.loads((Path(job.hydra_cfg.hydra.runtime.output_dir) / "summary.json").read_text())
+    except (OSError, ValueError, AttributeError):
+        return "failed" if job.status == JobStatus.FAILED else "unknown"
+    return summary.get("status", "unknown")
 
 
 class AblateSweeper(BasicSweeper):
@@ -99,10 +109,7 @@ class AblateSweeper(BasicSweeper):
             for r in results:
                 if r.status == JobStatus.FAILED and first_failure is None:
                     first_failure = r
-        statuses = Counter(
-            (r.return_value or {}).get("status", "?") if r.status == JobStatus.COMPLETED else "failed"
-            for batch in returns for r in batch
-        )
+        statuses = Counter(_status(r) for batch in returns for r in batch)
         log.info(
             f"Sweep done in {time.perf_counter() - start:.0f} s: "
             + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
