@@ -140,6 +140,7 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
         "name": name,
         "sweep": cfg.sweep.name,
         "arm": arm,
+        "baseline": cfg.sweep.baseline,
         "preset": cfg.model.get("preset"),
         "choices": choices,
         "sizes": {k: cfg.model[k] for k in ("n_layer", "n_head", "n_embd", "block_size")},

@@ -90,6 +90,23 @@ class AblateSweeper(BasicSweeper):
                 jobs.append([*job, f"sweep.arm='{label}'"])
         return jobs
 
+    def write_plan(self, sweep_dir: Path, arguments: list[str], jobs: list[list[str]]) -> None:
+        """``sweep.json``: the command, the baseline and every run the sweep will make (reports use it to
+        say which runs are missing)."""
+        from ablate.io import atomic_write_json
+
+        planned = []
+        for job in jobs:
+            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(job))
+            planned.append({"arm": cfg.sweep.arm, "seed": cfg.seed, "dir": cfg.hydra.sweep.subdir, "overrides": job})
+        plan = {
+            "name": self.config.sweep.get("name"),
+            "baseline": self.config.sweep.get("baseline"),
+            "command": " ".join(["ablate-train", *arguments]),
+            "jobs": planned,
+        }
+        atomic_write_json(sweep_dir / "sweep.json", plan)
+
     def sweep(self, arguments: list[str]) -> Any:
         jobs = self.job_overrides(arguments)
         size = self.max_batch_size or len(jobs)
@@ -97,6 +114,7 @@ class AblateSweeper(BasicSweeper):
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        self.write_plan(sweep_dir, arguments, jobs)
         log.info(f"Sweep of {len(jobs)} runs into {sweep_dir}")
 
         returns, first_failure, start, job_idx = [], None, time.perf_counter(), 0
