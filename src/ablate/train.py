@@ -7,6 +7,7 @@ import json
 import logging
 import netrc
 import os
+import subprocess
 import sys
 import time
 import warnings
@@ -75,11 +76,35 @@ def _move_aside(output_dir: Path, name: str) -> None:
     print(f"{output_dir} held a different run; its results are kept in {aside}")
 
 
+def _threads_per_parallel_job() -> int | None:
+    """With runs side by side on one machine (joblib), split its cores between them: oversubscribed
+    threads can slow every run fifty-fold."""
+    if not HydraConfig.initialized():
+        return None
+    n_jobs = HydraConfig.get().launcher.get("n_jobs")
+    if not n_jobs or n_jobs == 1:
+        return None
+    return max(1, (os.cpu_count() or 1) // (n_jobs if n_jobs > 0 else os.cpu_count() or 1))
+
+
 def read_summary(output_dir: Path) -> dict[str, Any]:
     try:
         return json.loads((output_dir / "summary.json").read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return {}
+
+
+def _version() -> str:
+    """ablate's version, with the commit when it runs from a git checkout (results name their code)."""
+    from ablate import __version__
+
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"{__version__}+{commit}" if commit else __version__
 
 
 def _command(cfg: DictConfig) -> str:
@@ -110,8 +135,9 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
         return {**previous, "skipped": True}
     if previous and previous.get("run_id") != run_id:
         _move_aside(output_dir, f"replaced-{previous.get('run_id', 'unknown')}")
-    if cfg.get("threads"):
-        torch.set_num_threads(cfg.threads)
+    threads = cfg.get("threads") or _threads_per_parallel_job()
+    if threads:
+        torch.set_num_threads(threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")  # TF32 matmuls on Ampere and newer
@@ -151,6 +177,7 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
         "seed": cfg.seed,
         "max_steps": cfg.trainer.max_steps,
         "command": _command(cfg),
+        "version": _version(),
         "output_dir": str(output_dir),
         **datamodule.state(),
     }
