@@ -144,7 +144,6 @@ class TextDataModule(L.LightningDataModule):
         self.batch_size, self.block_size = batch_size, block_size
         self.val_fraction, self.eval_batches, self.seed = val_fraction, eval_batches, seed
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-        self.start_step = 0  # set on resume, so the data order continues where it stopped
         self.tokenizer: Tokenizer | None = None
 
     def prepare_data(self) -> None:
@@ -169,21 +168,34 @@ class TextDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         trainer = self.trainer
+        # batch s is a function of (seed, s): a resumed run continues the data order at its global step
+        start_step = trainer.global_step if trainer else 0
         return DataLoader(
             RandomWindows(
-                self.train_tokens, self.batch_size, self.block_size, self.seed, self.start_step,
+                self.train_tokens, self.batch_size, self.block_size, self.seed, start_step,
                 rank=trainer.global_rank if trainer else 0, world_size=trainer.world_size if trainer else 1,
             ),
             batch_size=None,
+            generator=_own_generator(),
         )
 
     def val_dataloader(self) -> DataLoader:
         """The fixed windows evaluated during training: ``eval_batches`` batches, the same every time."""
         rng = np.random.default_rng(EVAL_SEED)
         starts = rng.integers(0, len(self.val_tokens) - self.block_size, size=self.eval_batches * self.batch_size)
-        return DataLoader(Windows(self.val_tokens, starts, self.block_size), batch_size=self.batch_size)
+        return DataLoader(
+            Windows(self.val_tokens, starts, self.block_size), batch_size=self.batch_size, generator=_own_generator()
+        )
 
     def full_val_dataloader(self) -> DataLoader:
         """The whole validation split as non-overlapping windows, for the final evaluation."""
         starts = np.arange(0, len(self.val_tokens) - self.block_size, self.block_size)
-        return DataLoader(Windows(self.val_tokens, starts, self.block_size), batch_size=self.batch_size)
+        return DataLoader(
+            Windows(self.val_tokens, starts, self.block_size), batch_size=self.batch_size, generator=_own_generator()
+        )
+
+
+def _own_generator() -> torch.Generator:
+    """Each DataLoader iteration draws a seed from its generator; by default that is the global RNG, which
+    would make dropout depend on how many loaders a run has started (and break exact resume)."""
+    return torch.Generator().manual_seed(0)

@@ -46,6 +46,7 @@ class LitGPT(L.LightningModule):
         self.flops_per_token = 6 * n_linear + 12 * self.model.config.n_layer * self.model.config.n_embd * T
         self.best_val_loss = math.inf
         self.diverged: str | None = None  # why the run stopped early, if it diverged
+        self._first_batch = True
         self._val_sum: list[torch.Tensor] = []
 
     @property
@@ -121,15 +122,39 @@ class LitGPT(L.LightningModule):
             if hasattr(logger, "log_text"):
                 logger.log_text(key="samples", columns=["step", "text"], data=[[self.global_step, text]])
 
+    # -- exact resume: what Lightning's checkpoint does not already hold ------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # dropout masks come from the global RNG; restoring it makes a resumed run bit-for-bit the same
+        checkpoint["ablate"] = {"best_val_loss": self.best_val_loss, "torch_rng": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            checkpoint["ablate"]["cuda_rng"] = torch.cuda.get_rng_state_all()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("ablate", {})
+        self.best_val_loss = state.get("best_val_loss", math.inf)
+        if "torch_rng" in state:
+            torch.set_rng_state(state["torch_rng"])
+        if "cuda_rng" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+
     # -- optimisation ---------------------------------------------------------------------------------
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> torch.optim.Optimizer:
         cfg = self.hparams.optim
-        optimizer = torch.optim.AdamW(
+        return torch.optim.AdamW(
             self.model.optimizer_groups(cfg["weight_decay"]),
             lr=cfg["lr"], betas=tuple(cfg["betas"]), eps=cfg["eps"], fused=cfg.get("fused"),
         )
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer,
-            lambda step: lr_factor(step, cfg["lr"], cfg["min_lr"], cfg["warmup_steps"], cfg["decay_steps"]),
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # The learning rate is a function of the global step alone (as in nanoGPT), not a scheduler's
+        # own counter: a run resumed from any checkpoint continues the schedule exactly.
+        cfg = self.hparams.optim
+        lr = cfg["lr"] * lr_factor(self.global_step, cfg["lr"], cfg["min_lr"], cfg["warmup_steps"], cfg["decay_steps"])
+        for group in self.optimizers().param_groups:
+            group["lr"] = lr
+        if self._first_batch:
+            # Lightning restores its logging counter one ahead when resuming from a mid-epoch checkpoint,
+            # which would shift every logged step after a resume; with no gradient accumulation it equals
+            # the global step before each batch.
+            self.trainer.fit_loop.epoch_loop._batches_that_stepped = self.global_step
+            self._first_batch = False

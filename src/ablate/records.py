@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import time
 from pathlib import Path
@@ -30,12 +31,20 @@ SAMPLES = "samples.txt"
 class RunRecord(Logger):
     """A Lightning logger that keeps the run's local record (see the module docstring)."""
 
-    def __init__(self, out_dir: str | Path, summary: dict[str, Any]) -> None:
+    def __init__(self, out_dir: str | Path, summary: dict[str, Any], resume: bool = False) -> None:
+        """``resume``: continue the record already in ``out_dir`` (its rows, best loss and wall time)."""
         super().__init__()
         self.out_dir = Path(out_dir)
-        self.summary: dict[str, Any] = {**summary, "status": "running"}
         self.rows: dict[int, dict[str, float]] = {}
         self.start = time.time()
+        carried: dict[str, Any] = {}
+        if resume:
+            self.rows = _read_rows(self.out_dir / METRICS)
+            old = json.loads((self.out_dir / SUMMARY).read_text())
+            carried = {k: old[k] for k in ("val_loss_best", "val_loss_last", "wall_time_s", "wandb_id") if k in old}
+            self.start -= carried.get("wall_time_s", 0.0)  # wall time counts every attempt
+            carried["resumed"] = old.get("resumed", 0) + 1
+        self.summary: dict[str, Any] = {**summary, **carried, "status": "running"}
         self.save()
 
     @property
@@ -58,7 +67,7 @@ class RunRecord(Logger):
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         step = int(step or 0)
         row = self.rows.setdefault(step, {})
-        row.update({k: float(v) for k, v in metrics.items() if k != "epoch"})
+        row.update({k: float(v) for k, v in metrics.items() if k not in ("epoch", "step")})
         if "val/loss" in metrics:
             loss = float(metrics["val/loss"])
             best = self.summary.get("val_loss_best")
@@ -103,6 +112,16 @@ class RunRecord(Logger):
         if error:
             self.summary["error"] = error
         self.save()
+
+
+def _read_rows(path: Path) -> dict[int, dict[str, float]]:
+    rows: dict[int, dict[str, float]] = {}
+    if path.is_file():
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                step = int(row.pop("step"))
+                rows[step] = {k: float(v) for k, v in row.items() if v != ""}
+    return rows
 
 
 def _fmt(value: float | None) -> str:

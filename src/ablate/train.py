@@ -55,7 +55,7 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 
-FINISHED = ("completed", "diverged")  # a relaunched sweep skips these; it redoes failed and unfinished runs
+FINISHED = ("completed", "diverged")  # a relaunched sweep skips these; it resumes interrupted and failed runs
 
 
 def run_identity(cfg: DictConfig) -> str:
@@ -114,13 +114,18 @@ def _command(cfg: DictConfig) -> str:
     return " ".join(["ablate-train", *sys.argv[1:]])
 
 
-def run(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
-    """Train one model as ``cfg`` says, writing everything under ``output_dir``; returns the run's summary."""
+def run(cfg: DictConfig, output_dir: str | Path, callbacks: list[Any] | None = None) -> dict[str, Any]:
+    """Train one model as ``cfg`` says, writing everything under ``output_dir``; returns the run's summary.
+
+    A finished run of the same config in ``output_dir`` is skipped; an unfinished one (interrupted,
+    killed, failed) resumes from its last checkpoint. ``callbacks`` are added to the Trainer's.
+    """
     import lightning as L
     import torch
     from hydra.utils import instantiate
     from lightning.pytorch.callbacks import ModelCheckpoint, ThroughputMonitor
 
+    from ablate.checkpoints import LAST, AtomicCheckpointIO, CheckpointOnInterrupt, check_compatible, load_checkpoint
     from ablate.data import TextDataModule
     from ablate.lit import LitGPT
     from ablate.records import RunRecord
@@ -128,7 +133,7 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     import_user_modules()
     _quiet_lightning()
     output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    _check_writable(output_dir)
     run_id = run_identity(cfg)
     previous = read_summary(output_dir)
     if previous.get("run_id") == run_id and previous.get("status") in FINISHED:
@@ -136,6 +141,7 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
         return {**previous, "skipped": True}
     if previous and previous.get("run_id") != run_id:
         _move_aside(output_dir, f"replaced-{previous.get('run_id', 'unknown')}")
+        previous = {}
     threads = cfg.get("threads") or _threads_per_parallel_job()
     if threads:
         torch.set_num_threads(threads)
@@ -158,10 +164,15 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
             f"data.block_size={datamodule.block_size} exceeds the learned positional table ({max_len} positions, "
             f"model.block_size); make them equal or pick model/positional=sinusoidal"
         )
+    ckpt_path = output_dir / "checkpoints" / LAST
+    resume_from = ckpt_path if previous and ckpt_path.is_file() else None
+    if resume_from:
+        check_compatible(load_checkpoint(resume_from), resume_from, module.hparams.model, module.hparams.tokenizer)
+        print(f"{output_dir}: resuming its unfinished run from {resume_from}")
+
     choices = gpt.config.choices()
     arm = cfg.sweep.arm
     name = cfg.logger.name or (f"{arm}-s{cfg.seed}" if arm else run_name(cfg.model, choices, cfg.seed))
-    resolved = OmegaConf.to_container(cfg, resolve=True)
     summary = {
         "run_id": run_id,
         "name": name,
@@ -182,38 +193,43 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
         "output_dir": str(output_dir),
         **datamodule.state(),
     }
-    record = RunRecord(output_dir, summary)
+    record = RunRecord(output_dir, summary, resume=bool(resume_from))
     loggers: list[Any] = [record]
     mode = wandb_mode(cfg.logger.mode)
     if mode != "disabled":
-        import wandb
-        from lightning.pytorch.loggers import WandbLogger
-
-        loggers.append(
-            WandbLogger(
-                project=cfg.logger.project, entity=cfg.logger.entity, group=cfg.logger.group, name=name,
-                tags=[*cfg.logger.tags, *(f"{slot}={c}" for slot, c in choices.items())],
-                save_dir=str(output_dir), mode=mode,
-                # flat keys per slot, so the wandb UI can group and filter runs by component
-                config={**choices, "arm": arm, "preset": summary["preset"], "n_params": gpt.num_params(), **resolved},
-                settings=wandb.Settings(x_disable_stats=not torch.cuda.is_available(), silent=True),
-            )
-        )
-    callbacks = [
-        ThroughputMonitor(batch_size_fn=lambda b: b.size(0), length_fn=lambda b: b.size(0) * (b.size(1) - 1)),
-        ModelCheckpoint(dirpath=output_dir / "checkpoints", save_last=True, save_top_k=0),
-    ]
-    trainer = instantiate(cfg.trainer, logger=loggers, callbacks=callbacks, default_root_dir=str(output_dir))
+        loggers.append(_wandb_logger(cfg, mode, name, output_dir, choices, gpt.num_params(), previous))
+        record.summary["wandb_id"] = loggers[-1].version
+    interrupt = CheckpointOnInterrupt(ckpt_path)
+    trainer = instantiate(
+        cfg.trainer,
+        logger=loggers,
+        callbacks=[
+            ThroughputMonitor(batch_size_fn=lambda b: b.size(0), length_fn=lambda b: b.size(0) * (b.size(1) - 1)),
+            ModelCheckpoint(
+                dirpath=ckpt_path.parent, save_last=True, save_top_k=0, every_n_train_steps=cfg.checkpoint_every
+            ),
+            interrupt,
+            *(callbacks or []),
+        ],
+        plugins=[AtomicCheckpointIO()],
+        default_root_dir=str(output_dir),
+    )
     status, error = "failed", None
     try:
-        trainer.fit(module, datamodule=datamodule)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
         if module.diverged:
             status, error = "diverged", module.diverged
+        elif trainer.global_step < cfg.trainer.max_steps:
+            status, error = "interrupted", f"stopped at step {trainer.global_step} of {cfg.trainer.max_steps}"
+            trainer.save_checkpoint(ckpt_path)
         else:
             trainer.validate(module, dataloaders=datamodule.full_val_dataloader(), verbose=False)
             status = "completed"
     except BaseException as e:
-        error = f"{type(e).__name__}: {e}"
+        if interrupt.interrupted:
+            status, error = "interrupted", f"{interrupt.interrupted}; checkpoint saved, relaunch to resume"
+        else:
+            error = f"{type(e).__name__}: {e}"
         raise
     finally:
         record.close(status, error)
@@ -223,26 +239,77 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
             if wandb.run is not None:
                 wandb.run.summary.update({"status": status})
             wandb.finish(exit_code=0 if status == "completed" else 1)
-    if status == "diverged":
-        print(f"Diverged: {error}; recorded as status 'diverged' in {output_dir / 'summary.json'}")
+    if status != "completed":
+        print(f"Run {status}: {error}; recorded in {output_dir / 'summary.json'}")
     if mode == "offline":
         print(f"wandb: offline run saved; upload it with: wandb sync {output_dir / 'wandb'}/offline-run-*")
     return record.summary
 
 
+def _wandb_logger(
+    cfg: DictConfig, mode: str, name: str, output_dir: Path, choices: dict[str, str], n_params: int,
+    previous: dict[str, Any],
+) -> Any:
+    import torch
+    import wandb
+    from lightning.pytorch.loggers import WandbLogger
+
+    return WandbLogger(
+        project=cfg.logger.project, entity=cfg.logger.entity, group=cfg.logger.group, name=name,
+        tags=[*cfg.logger.tags, *(f"{slot}={c}" for slot, c in choices.items())],
+        save_dir=str(output_dir), mode=mode,
+        id=previous.get("wandb_id"),  # a resumed run continues its wandb run
+        # flat keys per slot, so the wandb UI can group and filter runs by component
+        config={
+            **choices, "arm": cfg.sweep.arm, "preset": cfg.model.get("preset"), "n_params": n_params,
+            **OmegaConf.to_container(cfg, resolve=True),
+        },
+        settings=wandb.Settings(x_disable_stats=not torch.cuda.is_available(), silent=True),
+    )
+
+
+def _check_writable(output_dir: Path) -> None:
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        probe = output_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"output folder {output_dir} is not writable ({e.strerror}); set hydra.run.dir") from None
+
+
+def _resumed_config(run_dir: str) -> tuple[DictConfig, Path]:
+    """The saved config of the run in ``run_dir`` (its .hydra/config.yaml), for ``resume=RUN_DIR``."""
+    path = Path(run_dir).expanduser()
+    saved = path / ".hydra" / "config.yaml"
+    if not saved.is_file():
+        raise ConfigError(f"resume={run_dir}: not a run folder (no .hydra/config.yaml); give an outputs/<date>/<time>")
+    cfg = OmegaConf.load(saved)
+    cfg.resume = None
+    return cfg, path
+
+
 @hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> float | None:
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
     output_dir = Path(HydraConfig.get().runtime.output_dir)
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     start = time.time()
     try:
+        if cfg.get("resume"):
+            cfg, output_dir = _resumed_config(cfg.resume)
         summary = run(cfg, output_dir)
     except AblateError as e:
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
+        if multirun:
             raise  # recorded as failed; the sweep goes on with its other jobs
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except SIGTERMException:
+        print(f"Interrupted by SIGTERM; checkpoint saved. Continue with: ablate-train resume={output_dir}")
+        sys.exit(143)  # 128 + SIGTERM, what schedulers expect of a terminated job
     if summary["status"] != "completed":
-        return float("nan")  # a diverged run: a search sweeper counts it as a failed trial
+        return float("nan")  # diverged or interrupted: a search sweeper counts it as a failed trial
     if summary.get("skipped"):
         return summary.get("val_loss_final")
     print(

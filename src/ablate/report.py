@@ -1,0 +1,858 @@
+"""``ablate-report``: a finished or partial sweep as a folder holding ``README.md`` and PNG plots.
+
+The report is built from plain run records (:class:`RunData`) that two loaders produce: the local
+record every run writes (``summary.json`` and ``metrics.csv``, see :mod:`ablate.records`), or the same
+runs read back from wandb. An arm's seeds are its replicates; each arm is compared with its parent
+arm (``<parent>+<change>``) or else with the sweep's baseline, by Welch's t-test on the final
+validation loss over seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import re
+import shlex
+import sys
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, fields
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from ablate.errors import AblateError, ConfigError, DataError
+from ablate.io import atomic_write_text
+
+# The names ablate.records and the sweeper write (not imported: ablate.records pulls in Lightning).
+SUMMARY, METRICS, PLAN, MULTIRUN = "summary.json", "metrics.csv", "sweep.json", "multirun.yaml"
+DONE = ("completed", "diverged")  # ablate.train.FINISHED: what a relaunched sweep does not redo
+SIZES = ("n_layer", "n_head", "n_embd", "block_size")
+ALPHA, LEVEL = 0.05, 0.95
+
+
+# -- run records ----------------------------------------------------------------------------------
+@dataclass
+class RunData:
+    """One run as the report needs it, whichever loader read it: summary fields plus its metrics."""
+
+    arm: str
+    seed: int | None = None
+    status: str = "running"  # completed | diverged | failed | running
+    name: str = ""
+    baseline: str | None = None
+    preset: str | None = None
+    choices: dict[str, str] = field(default_factory=dict)
+    sizes: dict[str, int] = field(default_factory=dict)
+    n_params: int | None = None
+    max_steps: int | None = None
+    command: str | None = None
+    error: str | None = None
+    steps: int | None = None
+    val_loss_best: float | None = None
+    val_loss_last: float | None = None
+    val_loss_final: float | None = None
+    tokens_per_sec: float | None = None
+    wall_time_s: float | None = None
+    metrics: dict[str, dict[int, float]] = field(default_factory=dict)  # metric -> {step: value}
+
+
+@dataclass
+class Sweep:
+    """The runs found, and the (arm, seed) pairs the sweep planned where its plan is known."""
+
+    name: str
+    runs: list[RunData]
+    planned: list[tuple[str, int | None]] = field(default_factory=list)
+    baseline: str | None = None
+    command: str | None = None
+    source: str = ""  # the ablate-report command that regenerates the report
+
+
+def _arm_name(arm: str | None, name: str | None, seed: Any) -> str:
+    """A run outside a sweep has no arm: its name without the seed suffix stands in."""
+    if arm:
+        return str(arm)
+    return re.sub(rf"-s{seed}$", "", name) if name else "run"
+
+
+def parse_metrics_csv(text: str) -> dict[str, dict[int, float]]:
+    """``metrics.csv`` (a ``step`` column, sparse rows) as {metric: {step: value}}."""
+    metrics: dict[str, dict[int, float]] = {}
+    for row in csv.DictReader(io.StringIO(text)):
+        step = int(row.pop("step"))
+        for key, value in row.items():
+            if value:
+                metrics.setdefault(key, {})[step] = float(value)
+    return metrics
+
+
+def run_from_files(summary: dict[str, Any], metrics_csv: str) -> RunData:
+    """A run from its local record: the fields of ``summary.json`` and the rows of ``metrics.csv``."""
+    known = {f.name for f in fields(RunData)} - {"arm", "status", "metrics"}
+    values = {k: summary[k] for k in known if summary.get(k) is not None}
+    arm = _arm_name(summary.get("arm"), summary.get("name"), summary.get("seed"))
+    return RunData(arm=arm, status=summary.get("status") or "running", metrics=parse_metrics_csv(metrics_csv), **values)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        return float(value)  # wandb may hand back "NaN" / "Infinity" as strings
+    except ValueError:
+        return None
+
+
+def metrics_from_history(history: Iterable[dict[str, Any]]) -> dict[str, dict[int, float]]:
+    """wandb history rows as {metric: {step: value}}, keyed by Lightning's step like ``metrics.csv``."""
+    metrics: dict[str, dict[int, float]] = {}
+    for row in history:
+        step = row.get("trainer/global_step", row.get("_step"))
+        for key, value in row.items():
+            number = _number(value)
+            if step is None or number is None or key.startswith("_") or key in ("trainer/global_step", "epoch", "step"):
+                continue
+            metrics.setdefault(key, {})[int(step)] = number
+    return metrics
+
+
+def record_fields(metrics: dict[str, dict[int, float]]) -> dict[str, Any]:
+    """The summary fields that ablate.records derives from the logged metrics, derived the same way."""
+    val, final, train = (metrics.get(k, {}) for k in ("val/loss", "final/loss", "train/loss"))
+    time, lengths = metrics.get("train/time", {}), metrics.get("train/lengths", {})
+    timed = [s for s, t in time.items() if t and s in lengths]
+    return {
+        "val_loss_best": min(val.values()) if val else None,
+        "val_loss_last": val[max(val)] if val else None,
+        "val_loss_final": final[max(final)] if final else None,
+        "steps": max(train) + 1 if train else None,
+        "tokens_per_sec": round(lengths[max(timed)] / time[max(timed)], 1) if timed else None,
+    }
+
+
+def run_from_wandb(
+    config: dict[str, Any], summary: dict[str, Any], history: Iterable[dict[str, Any]], name: str = ""
+) -> RunData:
+    """A run from what wandb keeps: its config (flat slot keys plus the resolved config), its summary
+    (which holds ``status``) and its history rows. Pure, so it is tested on an offline run."""
+    metrics = metrics_from_history(history)
+    model, sweep = config.get("model") or {}, config.get("sweep") or {}
+    return RunData(
+        arm=_arm_name(config.get("arm") or sweep.get("arm"), name, config.get("seed")),
+        seed=config.get("seed"),
+        status=summary.get("status") or "running",
+        name=name,
+        baseline=sweep.get("baseline"),
+        preset=config.get("preset"),
+        choices={k: v["name"] for k, v in model.items() if isinstance(v, dict) and "name" in v},
+        sizes={k: model[k] for k in SIZES if k in model},
+        n_params=config.get("n_params"),
+        max_steps=(config.get("trainer") or {}).get("max_steps"),
+        wall_time_s=_number(summary.get("_runtime")),
+        metrics=metrics,
+        **record_fields(metrics),
+    )
+
+
+# -- loaders --------------------------------------------------------------------------------------
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: unreadable ({e}); expected the JSON that ablate-train writes") from None
+
+
+def _summary_paths(root: Path) -> list[Path]:
+    """Every run's summary below ``root``, except earlier runs kept aside in ``replaced-*`` folders."""
+    paths = sorted(root.rglob(SUMMARY))
+    return [p for p in paths if not any(part.startswith("replaced-") for part in p.relative_to(root).parts)]
+
+
+def _hydra_overrides(root: Path) -> list[str]:
+    """Hydra's own overrides of the sweep (``-m`` shows as ``hydra.mode=MULTIRUN``), from multirun.yaml."""
+    import yaml
+
+    try:
+        saved = yaml.safe_load((root / MULTIRUN).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return []
+    return list(((saved.get("hydra") or {}).get("overrides") or {}).get("hydra") or [])
+
+
+def full_command(command: str, hydra_overrides: Sequence[str]) -> str:
+    """sweep.json's command plus the Hydra overrides it leaves out, so that it reruns the sweep."""
+    head, _, rest = command.partition(" ")
+    extra = [o for o in hydra_overrides if o != "hydra.mode=MULTIRUN" and o not in command.split()]
+    multirun = "hydra.mode=MULTIRUN" in hydra_overrides and "-m" not in command.split()
+    return " ".join([head, *["-m"] * multirun, *filter(None, [rest]), *extra])
+
+
+def load_local(sweep_dir: str | Path) -> Sweep:
+    """A sweep from its folder: ``sweep.json`` (the plan) and every run's ``summary.json``/``metrics.csv``."""
+    root = Path(sweep_dir)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such folder; give a sweep's folder (the one holding {PLAN})")
+    plan = _read_json(root / PLAN) if (root / PLAN).is_file() else {}
+    runs = []
+    for path in _summary_paths(root):
+        metrics = path.with_name(METRICS)
+        runs.append(run_from_files(_read_json(path), metrics.read_text(encoding="utf-8") if metrics.is_file() else ""))
+    planned = [(str(job["arm"]), job.get("seed")) for job in plan.get("jobs") or []]
+    if not runs and not planned:
+        raise DataError(f"{root}: no runs in it (no {SUMMARY} below it, no planned jobs in a {PLAN})")
+    command = plan.get("command") or (runs[0].command if len(runs) == 1 else None)
+    return Sweep(
+        name=plan.get("name") or root.resolve().name,
+        runs=runs,
+        planned=planned,
+        baseline=plan.get("baseline") or next((r.baseline for r in runs if r.baseline), None),
+        command=full_command(command, _hydra_overrides(root)) if command else None,
+    )
+
+
+def load_wandb(path: str, group: str) -> Sweep:
+    """A sweep from the wandb public API: the runs of ``path`` (entity/project) in ``group``."""
+    if path.count("/") != 1:
+        raise ConfigError(f"--wandb {path!r}: give ENTITY/PROJECT, e.g. my-team/ablate")
+    import wandb
+
+    try:
+        found = wandb.Api().runs(path, filters={"group": group})
+        runs = [
+            run_from_wandb(
+                dict(r.config), {"status": _state_status(r.state), **dict(r.summary.items())}, r.scan_history(), r.name
+            )
+            for r in found
+        ]
+    except (wandb.errors.Error, ValueError) as e:
+        raise DataError(f"cannot read wandb runs of {path} group {group!r}: {e}") from None
+    if not runs:
+        raise DataError(f"no runs in wandb project {path} with group {group!r}; the group is the sweep's name")
+    baseline = next((r.baseline for r in runs if r.baseline), None)
+    return Sweep(name=group, runs=runs, baseline=baseline)
+
+
+def _state_status(state: str) -> str:
+    """A run's status when it never recorded one (it crashed before the end): from wandb's state."""
+    return "running" if state == "running" else "failed"
+
+
+# -- statistics -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Spread:
+    """Mean, sample standard deviation and 95% t-interval of the mean over seeds (None where undefined)."""
+
+    n: int
+    mean: float | None = None
+    std: float | None = None
+    ci: tuple[float, float] | None = None
+
+
+@dataclass(frozen=True)
+class Delta:
+    """An arm minus its reference: mean difference, Welch 95% CI of it, and Welch's p-value."""
+
+    reference: str
+    diff: float
+    ci: tuple[float, float] | None = None
+    p: float | None = None
+
+
+def spread(values: Sequence[float]) -> Spread:
+    """Describe replicates; the CI uses the t-distribution with n - 1 degrees of freedom."""
+    n = len(values)
+    if n == 0:
+        return Spread(0)
+    mean = float(np.mean(values))
+    if n == 1:
+        return Spread(1, mean)
+    std = float(np.std(values, ddof=1))
+    if std == 0:
+        return Spread(n, mean, 0.0, (mean, mean))
+    low, high = stats.t.interval(LEVEL, n - 1, loc=mean, scale=stats.sem(values))
+    return Spread(n, mean, std, (float(low), float(high)))
+
+
+def welch(values: Sequence[float], reference: Sequence[float], name: str) -> Delta:
+    """Welch's t-test of ``values`` against ``reference``; untested with fewer than two on a side or no variance."""
+    diff = float(np.mean(values) - np.mean(reference))
+    if len(values) < 2 or len(reference) < 2 or np.var(values) == np.var(reference) == 0:
+        return Delta(name, diff)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # nearly equal values: scipy warns, the result stands
+        result = stats.ttest_ind(values, reference, equal_var=False)
+        low, high = result.confidence_interval(LEVEL)
+    return Delta(name, diff, (float(low), float(high)), float(result.pvalue))
+
+
+def reference_arm(arm: str, arms: Sequence[str], baseline: str | None) -> str | None:
+    """``<parent>+<change>`` is compared with ``<parent>`` when that is an arm; anything else with the
+    baseline; the baseline with nothing. Extra swept keys after a space (``gpt2+norm=post lr=0.001``)
+    stay on the parent's side (``gpt2 lr=0.001``)."""
+    if arm == baseline:
+        return None
+    head, sep, tail = arm.partition(" ")
+    for plus in reversed([m.start() for m in re.finditer(r"\+", head)]):
+        parent = head[:plus] + sep + tail
+        if parent in arms:
+            return parent
+    return baseline
+
+
+def find_arm(requested: str | None, arms: Sequence[str]) -> str | None:
+    """The arm named ``requested``, the order of its ``key=value`` words aside; None if there is none."""
+    words = sorted((requested or "").split())
+    return next((arm for arm in arms if arm == requested or sorted(arm.split()) == words), None)
+
+
+def resolve_baseline(requested: str | None, arms: Sequence[str]) -> str | None:
+    """The arm named ``requested``, else the first arm (a sweep without a baseline compares with it)."""
+    return find_arm(requested, arms) or (arms[0] if arms else None)
+
+
+@dataclass(frozen=True)
+class ArmStats:
+    """One row of the arms table."""
+
+    arm: str
+    planned: int
+    done: int
+    diverged: int
+    failed: int
+    final: Spread
+    best: Spread
+    n_params: tuple[int, ...]
+    tokens_per_sec: float | None
+    delta: Delta | None
+
+
+@dataclass(frozen=True)
+class Missing:
+    """A planned or started run with no completed/diverged result."""
+
+    arm: str
+    seed: int | None
+    status: str  # failed | running | not started
+    error: str | None = None
+
+
+def arm_order(sweep: Sweep) -> list[str]:
+    """Arms in the order the sweep planned them, then any others in the order found."""
+    return list(dict.fromkeys([a for a, _ in sweep.planned] + [r.arm for r in sweep.runs]))
+
+
+def latest_runs(runs: Sequence[RunData]) -> list[RunData]:
+    """One record per (arm, seed): a finished one over a failed or unfinished attempt."""
+    chosen: dict[tuple[str, Any], RunData] = {}
+    for i, run in enumerate(runs):
+        key = (run.arm, run.seed if run.seed is not None else f"#{i}")
+        if key not in chosen or run.status in DONE or chosen[key].status not in DONE:
+            chosen[key] = run
+    return list(chosen.values())
+
+
+def _finals(runs: Iterable[RunData]) -> list[float]:
+    return [r.val_loss_final for r in runs if r.status == "completed" and r.val_loss_final is not None]
+
+
+def arm_stats(sweep: Sweep, baseline: str | None) -> list[ArmStats]:
+    """The arms table: counts, final and best validation loss over seeds, and the delta to each reference."""
+    runs = latest_runs(sweep.runs)
+    arms = arm_order(sweep)
+    by_arm = {a: [r for r in runs if r.arm == a] for a in arms}
+    rows = []
+    for arm in arms:
+        own = by_arm[arm]
+        finals = _finals(own)
+        ref = reference_arm(arm, arms, baseline)
+        ref_finals = _finals(by_arm[ref]) if ref else []
+        completed = [r for r in own if r.status == "completed"]
+        speeds = [r.tokens_per_sec for r in completed if r.tokens_per_sec is not None]
+        rows.append(ArmStats(
+            arm=arm,
+            planned=len({s for a, s in sweep.planned if a == arm} | {r.seed for r in own}),
+            done=sum(r.status in DONE for r in own),
+            diverged=sum(r.status == "diverged" for r in own),
+            failed=sum(r.status == "failed" for r in own),
+            final=spread(finals),
+            best=spread([r.val_loss_best for r in completed if r.val_loss_best is not None]),
+            n_params=tuple(sorted({r.n_params for r in own if r.n_params is not None})),
+            tokens_per_sec=float(np.mean(speeds)) if speeds else None,
+            delta=welch(finals, ref_finals, ref) if ref and finals and ref_finals else None,
+        ))
+    return rows
+
+
+def missing_runs(sweep: Sweep) -> list[Missing]:
+    """Planned runs without a completed or diverged result, and started runs that did not finish."""
+    runs = {(r.arm, r.seed): r for r in latest_runs(sweep.runs)}
+    keys = list(dict.fromkeys(sweep.planned + list(runs)))
+    out = []
+    for arm, seed in keys:
+        run = runs.get((arm, seed))
+        if run is None:
+            out.append(Missing(arm, seed, "not started"))
+        elif run.status not in DONE:
+            out.append(Missing(arm, seed, run.status, run.error))
+    return out
+
+
+# -- factorial designs ----------------------------------------------------------------------------
+_PAIR = re.compile(r"([A-Za-z_][\w.]*)=(\S+)")
+
+
+def label_levels(arm: str) -> dict[str, str]:
+    """``norm=pre lr=0.001`` -> {"norm": "pre", "lr": "0.001"}; {} for labels of another form."""
+    matches = [_PAIR.fullmatch(word) for word in arm.split()]
+    return dict(m.groups() for m in matches) if matches and all(matches) else {}
+
+
+@dataclass(frozen=True)
+class Design:
+    """Axes that vary across the sweep's runs, and the mean final loss of each combination of levels."""
+
+    axes: dict[str, list[str]]
+    cells: dict[tuple[str, ...], float]
+
+    @property
+    def size(self) -> int:
+        return math.prod(len(levels) for levels in self.axes.values())
+
+    @property
+    def complete(self) -> bool:
+        return len(self.cells) == self.size
+
+
+def factorial_design(runs: Sequence[RunData]) -> Design | None:
+    """The design over every key (slot choices and ``key=value`` arm labels) that varies across runs;
+    None when fewer than two vary."""
+    labels = [label_levels(r.arm) for r in runs]
+    levels = [{**lb, **r.choices, **lb} for r, lb in zip(runs, labels)]  # the labels' order first, their values win
+    if not levels:
+        return None
+    common = [k for k in levels[0] if all(k in lv for lv in levels)]
+    axes = {k: list(dict.fromkeys(lv[k] for lv in levels)) for k in common}
+    axes = {k: v for k, v in axes.items() if len(v) > 1}
+    if len(axes) < 2:
+        return None
+    cells: dict[tuple[str, ...], list[float]] = {}
+    for run, lv in zip(runs, levels):
+        if run.status == "completed" and run.val_loss_final is not None:
+            cells.setdefault(tuple(lv[k] for k in axes), []).append(run.val_loss_final)
+    return Design(axes, {cell: float(np.mean(v)) for cell, v in cells.items()})
+
+
+def _margin(design: Design, fixed: dict[int, str]) -> float:
+    """Mean of the cell means whose levels match ``fixed`` (axis index -> level)."""
+    return float(np.mean([m for cell, m in design.cells.items() if all(cell[i] == lv for i, lv in fixed.items())]))
+
+
+def main_effects(design: Design) -> dict[str, dict[str, float]]:
+    """Each level's mean final loss, averaged over the other axes, minus the grand mean."""
+    grand = _margin(design, {})
+    return {
+        axis: {level: _margin(design, {i: level}) - grand for level in levels}
+        for i, (axis, levels) in enumerate(design.axes.items())
+    }
+
+
+def interactions(design: Design, top: int = 5) -> list[tuple[str, str, str, str, float]]:
+    """The largest two-way interactions (axis a, level a, axis b, level b, cell − level means + grand)."""
+    grand, axes, out = _margin(design, {}), list(design.axes.items()), []
+    for (i, (a, levels_a)), (j, (b, levels_b)) in combinations(enumerate(axes), 2):
+        for la in levels_a:
+            for lb in levels_b:
+                value = _margin(design, {i: la, j: lb}) - _margin(design, {i: la}) - _margin(design, {j: lb}) + grand
+                out.append((a, la, b, lb, value))
+    return sorted(out, key=lambda row: -abs(row[4]))[:top]
+
+
+# -- the report -----------------------------------------------------------------------------------
+@dataclass
+class Report:
+    """Everything the README says, computed once from a :class:`Sweep`."""
+
+    sweep: Sweep
+    baseline: str | None
+    arms: list[ArmStats]
+    missing: list[Missing]
+    design: Design | None
+
+    @classmethod
+    def build(cls, sweep: Sweep) -> Report:
+        baseline = resolve_baseline(sweep.baseline, arm_order(sweep))
+        runs = latest_runs(sweep.runs)
+        return cls(sweep, baseline, arm_stats(sweep, baseline), missing_runs(sweep), factorial_design(runs))
+
+
+def _loss(x: float | None) -> str:
+    return "—" if x is None else f"{x:.4f}"
+
+
+def _signed(x: float) -> str:
+    return f"{x:+.4f}"
+
+
+def _p(p: float | None) -> str:
+    return "—" if p is None else (f"{p:.4f}" if p >= 1e-4 else f"{p:.1e}")
+
+
+def _ci(ci: tuple[float, float] | None, fmt: Any = _loss) -> str:
+    return "—" if ci is None else f"[{fmt(ci[0])}, {fmt(ci[1])}]"
+
+
+def _mean_std(s: Spread) -> str:
+    return _loss(s.mean) if s.std is None else f"{_loss(s.mean)} ± {_loss(s.std)}"
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
+
+
+def arms_table(arms: Sequence[ArmStats]) -> str:
+    """The arms table in Markdown, losses to 4 decimals."""
+    header = ["arm", "seeds done/planned", "diverged", "failed", "final val loss (mean ± std)", "95% CI",
+              "best val loss (mean ± std)", "reference", "Δ final", "95% CI of Δ (Welch)", "p", "parameters",
+              "tokens/s"]
+    rows = []
+    for a in arms:
+        d = a.delta
+        rows.append([
+            f"`{a.arm}`", f"{a.done}/{a.planned}", a.diverged, a.failed, _mean_std(a.final), _ci(a.final.ci),
+            _mean_std(a.best), f"`{d.reference}`" if d else "—", _signed(d.diff) if d else "—",
+            _ci(d.ci, _signed) if d else "—", _p(d.p) if d else "—",
+            "–".join(f"{n:,}" for n in a.n_params) or "—",
+            "—" if a.tokens_per_sec is None else f"{a.tokens_per_sec:,.0f}",
+        ])
+    return _table(header, rows)
+
+
+def _listed(arms: Sequence[ArmStats], baseline: str | None, limit: int = 8) -> str:
+    """The comparisons of the first ``limit`` arms (largest Δ first); the rest are counted, not listed."""
+    text = "; ".join(_comparison(a, baseline) for a in arms[:limit])
+    return text + (f"; and {len(arms) - limit} more (see the table)" if len(arms) > limit else "")
+
+
+def _comparison(a: ArmStats, baseline: str | None) -> str:
+    d = a.delta
+    versus = "" if d.reference == baseline else f" vs `{d.reference}`"
+    return f"`{a.arm}`{versus} by {_signed(d.diff)} (95% CI {_ci(d.ci, _signed)}, p = {_p(d.p)})"
+
+
+def findings(report: Report) -> str:
+    """The Findings paragraph, in words, from the numbers alone (so regenerating it gives the same text)."""
+    arms, missing = report.arms, report.missing
+    planned = sum(a.planned for a in arms)
+    text = [
+        f"{sum(a.done for a in arms)} of {planned} planned runs finished; {sum(a.diverged for a in arms)} diverged "
+        f"and {sum(a.failed for a in arms)} failed."
+    ]
+    if missing:
+        text.append(f"**Partial sweep:** {len(missing)} runs have no result (listed under Missing runs).")
+    tested = sorted((a for a in arms if a.delta and a.delta.p is not None), key=lambda a: -abs(a.delta.diff))
+    worse = [a for a in tested if a.delta.p < ALPHA and a.delta.diff > 0]
+    better = [a for a in tested if a.delta.p < ALPHA and a.delta.diff < 0]
+    plain = [a for a in tested if a.delta.p >= ALPHA]
+    untested = [a for a in arms if a.arm != report.baseline and (a.delta is None or a.delta.p is None)]
+    rule = (f"p < {ALPHA}, Welch's t-test on the final validation loss over seeds; the reference is the baseline "
+            f"`{report.baseline}` unless named")
+    if worse:
+        text.append(f"Significantly worse than their reference ({rule}): {_listed(worse, report.baseline)}.")
+    if better:
+        text.append(f"Significantly better ({rule}): {_listed(better, report.baseline)}.")
+    if not (worse or better):
+        text.append(f"No arm differs significantly from its reference ({rule})" + (":" if plain else "."))
+    elif plain:
+        text.append("Not significant:")
+    if plain:
+        text.append(f"{_listed(plain, report.baseline)}.")
+    if untested:
+        names = ", ".join(f"`{a.arm}` ({a.final.n} completed" + f", {a.diverged} diverged" * bool(a.diverged) + ")"
+                          for a in untested)
+        text.append(f"Not tested (fewer than two completed seeds on a side, or no variance): {names}.")
+    if report.design is not None and report.design.complete:
+        ranges = {axis: max(e.values()) - min(e.values()) for axis, e in main_effects(report.design).items()}
+        axis = max(ranges, key=ranges.get)
+        text.append(f"Of the factorial axes, `{axis}` has the largest main effect (range {_loss(ranges[axis])}).")
+    return " ".join(text)
+
+
+def reproduce(report: Report) -> str:
+    """The Reproduce section: the sweep's command, the run length and sizes, and this report's command."""
+    runs = report.sweep.runs
+    steps = sorted({r.max_steps for r in runs if r.max_steps is not None})
+    sizes = list(dict.fromkeys(", ".join(f"{k}={v}" for k, v in r.sizes.items()) for r in runs if r.sizes))
+    command = report.sweep.command
+    lines = ["## Reproduce", ""]
+    lines += [f"```bash\n{command}\n```"] if command else ["The sweep's command is not recorded here (wandb keeps no "
+                                                           "sweep.json); each run's config holds its settings."]
+    lines += ["", f"Run length: {' / '.join(map(str, steps)) or 'unknown'} steps (`max_steps`). "
+              f"Model sizes: {'; '.join(sizes) or 'unknown'}.", "", "This report:", "",
+              f"```bash\n{report.sweep.source}\n```"]
+    return "\n".join(lines)
+
+
+def factorial_section(design: Design | None) -> str:
+    """Main effects and the largest two-way interactions, for a design that covers its cross product."""
+    if design is None:
+        return ""
+    lines = ["## Factorial effects", ""]
+    if not design.complete:
+        return "\n".join(lines + [
+            f"The runs vary {len(design.axes)} axes ({', '.join(f'`{a}`' for a in design.axes)}) but only "
+            f"{len(design.cells)} of their {design.size} combinations have completed runs, so no effects are estimated."
+        ])
+    effects = main_effects(design)
+    ranges = {axis: max(e.values()) - min(e.values()) for axis, e in effects.items()}
+    grand = _margin(design, {})
+    rows = [[f"`{axis}`", _loss(ranges[axis]), f"`{level}`", _signed(value)]
+            for axis in sorted(effects, key=lambda a: -ranges[a]) for level, value in effects[axis].items()]
+    lines += [f"Main effects: the mean final validation loss at each level, averaged over the other axes, minus the "
+              f"grand mean ({_loss(grand)}); an axis's range is its largest minus its smallest level effect.", "",
+              _table(["axis", "range", "level", "effect"], rows), "",
+              "Largest two-way interactions (cell mean − level means + grand mean):", "",
+              _table(["axes", "levels", "interaction"],
+                     [[f"`{a}` × `{b}`", f"`{la}` × `{lb}`", _signed(v)] for a, la, b, lb, v in interactions(design)])]
+    return "\n".join(lines)
+
+
+def missing_section(missing: Sequence[Missing]) -> str:
+    """The runs that have no completed or diverged result, with the error of failed ones."""
+    lines = ["## Missing runs", ""]
+    if not missing:
+        return "\n".join(lines + ["None: every planned run finished (completed or diverged)."])
+    rows = [[f"`{m.arm}`", "—" if m.seed is None else m.seed, m.status, m.error or ""] for m in missing]
+    table = _table(["arm", "seed", "status", "error"], rows)
+    return "\n".join(lines + [f"{len(missing)} runs have no result:", "", table])
+
+
+PLOT_TEXT = {
+    "curves.png": ("Validation loss during training", "validation loss vs step per arm: mean over completed seeds, "
+                   "band from the lowest to the highest seed, log scale", "no arm has a completed run with `val/loss`"),
+    "deltas.png": ("Δ vs reference", "final validation loss minus the reference arm's, with the Welch 95% CI",
+                   "no arm has a tested Δ (two or more completed seeds on both sides)"),
+    "diagnostics.png": ("Diagnostics", "gradient norm and attention entropy per layer at the last logged step, "
+                        "mean over completed seeds", "no completed run logged `diag/grad_norm` or `diag/attn_entropy`"),
+}
+
+
+def plots_section(written: Sequence[str]) -> str:
+    """Each plot embedded by a relative link, or a line saying why it is absent."""
+    lines = ["## Plots", ""]
+    for name, (title, what, absent) in PLOT_TEXT.items():
+        body = f"![{title}]({name})\n\n{what}." if name in written else f"Skipped: {absent}."
+        lines += [f"### {title}", "", body, ""]
+    return "\n".join(lines).rstrip()
+
+
+def render_readme(report: Report, plots: Sequence[str]) -> str:
+    """The whole README: title, findings, reproduce, tables, effects, plots, missing runs."""
+    note = ""
+    if report.sweep.baseline and find_arm(report.sweep.baseline, arm_order(report.sweep)) is None:
+        note = f" The baseline `{report.sweep.baseline}` is not an arm here, so arms compare with `{report.baseline}`."
+    sections = [
+        f"# Sweep report: {report.sweep.name}",
+        f"## Findings\n\n{findings(report)}",
+        reproduce(report),
+        "## Arms\n\nOne row per arm; its seeds are its replicates. Δ is the arm's mean final validation loss (whole "
+        "validation split, completed seeds) minus its reference's: its parent arm for `<parent>+<change>`, otherwise "
+        f"the baseline `{report.baseline}`.{note}\n\n" + arms_table(report.arms),
+        factorial_section(report.design),
+        plots_section(plots),
+        missing_section(report.missing),
+    ]
+    return "\n\n".join(s for s in sections if s) + "\n"
+
+
+# -- plots ----------------------------------------------------------------------------------------
+def _figure(width: float, height: float) -> Any:
+    from matplotlib.figure import Figure  # no pyplot: no global state, renders with Agg
+
+    return Figure(figsize=(width, height), dpi=110, layout="constrained")
+
+
+def _colors(n: int) -> list[Any]:
+    """Matplotlib's default cycle for up to 10 arms; evenly spaced colours of a wide colormap beyond."""
+    from matplotlib import colormaps
+
+    return [f"C{i}" for i in range(n)] if n <= 10 else list(colormaps["turbo"](np.linspace(0, 1, n)))
+
+
+def _label_width(labels: Sequence[str]) -> float:
+    """Inches that the longest of these labels takes in a small font (long arm names widen the figure)."""
+    return 0.5 + 0.06 * max(map(len, labels), default=0)
+
+
+def _legend_width(labels: Sequence[str]) -> float:
+    return (1 + len(labels) // 25) * _label_width(labels)
+
+
+def _legend(ax: Any, n: int) -> None:
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1), ncols=1 + n // 25)
+
+
+def _completed_by_arm(report: Report) -> dict[str, list[RunData]]:
+    runs = [r for r in latest_runs(report.sweep.runs) if r.status == "completed"]
+    return {a.arm: [r for r in runs if r.arm == a.arm] for a in report.arms}
+
+
+def plot_curves(report: Report, path: Path) -> bool:
+    """Validation loss vs step per arm (mean over seeds, min–max band); False when there is none."""
+    from matplotlib.ticker import StrMethodFormatter
+
+    by_arm = _completed_by_arm(report)
+    fig = _figure(6.5 + _legend_width(list(by_arm)), 5)
+    ax = fig.subplots()
+    shown = []
+    for color, (arm, runs) in zip(_colors(len(by_arm)), by_arm.items()):
+        series = [r.metrics["val/loss"] for r in runs if r.metrics.get("val/loss")]
+        steps = sorted({s for one in series for s in one})
+        if not steps:
+            continue
+        values = [[one[s] for one in series if s in one] for s in steps]
+        mean = [float(np.mean(v)) for v in values]
+        ax.plot(steps, mean, color=color, label=arm, marker="." if len(steps) < 20 else None)
+        ax.fill_between(steps, [min(v) for v in values], [max(v) for v in values], color=color, alpha=0.2)
+        late = [m for s, m in zip(steps, mean) if s >= 0.25 * steps[-1]]
+        shown.append((min(min(v) for v in values), max(late)))
+    if not shown:
+        return False
+    low, high = min(s[0] for s in shown), max(s[1] for s in shown)
+    ax.set_yscale("log")  # losses fall geometrically early on; a log axis keeps the late gaps visible
+    ax.yaxis.set_major_formatter(StrMethodFormatter("{x:.2f}"))
+    ax.yaxis.set_minor_formatter(StrMethodFormatter("{x:.2f}"))  # a narrow log range shows minor ticks only
+    ax.set_ylim(low * 0.98, high * 1.02 if high > low else low * 1.05)  # the first quarter's high losses are cut
+    ax.set(xlabel="step", ylabel="validation loss (fixed batches)", title="Validation loss per arm")
+    ax.grid(True, which="both", alpha=0.3)
+    _legend(ax, len(shown))
+    fig.savefig(path)
+    return True
+
+
+def plot_deltas(report: Report, path: Path) -> bool:
+    """One horizontal bar per tested arm: Δ final loss vs its reference with the Welch 95% CI."""
+    tested = [a for a in report.arms if a.delta is not None and a.delta.ci is not None]
+    if not tested:
+        return False
+    # the reference is named only where it is not the baseline
+    labels = [a.arm if a.delta.reference == report.baseline else f"{a.arm} (vs {a.delta.reference})" for a in tested]
+    fig = _figure(5 + _label_width(labels), 1.2 + 0.3 * len(tested))
+    ax = fig.subplots()
+    y = np.arange(len(tested))[::-1]
+    diffs = [a.delta.diff for a in tested]
+    errors = [[d - a.delta.ci[0] for d, a in zip(diffs, tested)], [a.delta.ci[1] - d for d, a in zip(diffs, tested)]]
+    colors = ["C3" if a.delta.p < ALPHA and a.delta.diff > 0 else "C2" if a.delta.p < ALPHA else "C7" for a in tested]
+    ax.barh(y, diffs, xerr=errors, color=colors, capsize=3)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_yticks(y, labels, fontsize="small")
+    ax.set(xlabel="Δ final validation loss (lower is better; red/green: p < 0.05)",
+           title="Δ vs reference (the baseline unless named), 95% CI")
+    fig.savefig(path)
+    return True
+
+
+def last_layer_values(run: RunData, prefix: str) -> list[float]:
+    """``prefix/layer_<i>`` for every layer at the last step that logged them (empty if never logged)."""
+    keys = sorted((k for k in run.metrics if k.startswith(prefix + "/layer_")), key=lambda k: int(k.rsplit("_", 1)[1]))
+    steps = [s for s in sorted({s for k in keys for s in run.metrics[k]}) if all(s in run.metrics[k] for k in keys)]
+    return [run.metrics[k][steps[-1]] for k in keys] if steps else []
+
+
+def _layer_means(by_arm: dict[str, list[RunData]], prefix: str) -> dict[str, list[float]]:
+    """Per arm, the mean over its seeds of ``prefix/layer_<i>`` at each seed's last logged step."""
+    out = {}
+    for arm, runs in by_arm.items():
+        rows = [v for v in (last_layer_values(r, prefix) for r in runs) if v]
+        if rows and all(len(v) == len(rows[0]) for v in rows):
+            out[arm] = list(np.mean(rows, axis=0))
+    return out
+
+
+def plot_diagnostics(report: Report, path: Path) -> bool:
+    """Gradient norm and attention entropy per layer (mean over seeds), one line per arm."""
+    from matplotlib.ticker import MaxNLocator
+
+    panels = {"diag/grad_norm": "gradient norm (before clipping)", "diag/attn_entropy": "attention entropy (nats)"}
+    by_arm = _completed_by_arm(report)
+    data = {prefix: _layer_means(by_arm, prefix) for prefix in panels}
+    if not any(data.values()):
+        return False
+    colors = dict(zip(by_arm, _colors(len(by_arm))))
+    fig = _figure(10 + _legend_width(list(by_arm)), 4.5)
+    for ax, (prefix, label) in zip(fig.subplots(1, 2), panels.items()):
+        for arm, values in data[prefix].items():
+            ax.plot(range(len(values)), values, marker="o", color=colors[arm], label=arm)
+        if not data[prefix]:
+            ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)
+        ax.set(xlabel="layer", ylabel=label, title=label.split(" (")[0] + " per layer")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(True, alpha=0.3)
+    _legend(fig.axes[1] if data["diag/attn_entropy"] else fig.axes[0], len(by_arm))
+    fig.savefig(path)
+    return True
+
+
+def write_report(sweep: Sweep, out_dir: str | Path) -> Path:
+    """Write README.md and the plots that have data into ``out_dir``; returns the README's path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    report = Report.build(sweep)
+    makers = {"curves.png": plot_curves, "deltas.png": plot_deltas, "diagnostics.png": plot_diagnostics}
+    written = []
+    for name, make in makers.items():
+        (out / name).unlink(missing_ok=True)  # a plot left from an earlier report would contradict this one
+        if make(report, out / name):
+            written.append(name)
+    atomic_write_text(out / "README.md", render_readme(report, written))
+    return out / "README.md"
+
+
+# -- command line ---------------------------------------------------------------------------------
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line: a sweep folder, or a wandb project and group."""
+    parser = argparse.ArgumentParser(
+        prog="ablate-report",
+        description="Turn a sweep (finished or not) into README.md with findings, tables and plots.",
+    )
+    parser.add_argument("sweep_dir", nargs="?", help="the sweep's folder (holding sweep.json and the runs)")
+    parser.add_argument("--out", help="where to write the report (default: reports/<sweep name>)")
+    parser.add_argument("--baseline", help="the arm to compare the others with (default: the sweep's baseline)")
+    parser.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read the runs from wandb instead of SWEEP_DIR")
+    parser.add_argument("--group", help="with --wandb: the runs' wandb group (the sweep's name)")
+    args = parser.parse_args(argv)
+    if bool(args.sweep_dir) == bool(args.wandb):
+        parser.error("give either SWEEP_DIR or --wandb ENTITY/PROJECT --group NAME")
+    if args.wandb and not args.group:
+        parser.error("--wandb needs --group NAME (the sweep's name)")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console entry point: one line ``error: ...`` and exit status 2 for anything the user can fix."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    try:
+        sweep = load_wandb(args.wandb, args.group) if args.wandb else load_local(args.sweep_dir)
+        sweep.source = shlex.join(["ablate-report", *argv])
+        if args.baseline:
+            arms = arm_order(sweep)
+            if find_arm(args.baseline, arms) is None:
+                raise ConfigError(f"--baseline {args.baseline!r} is not an arm; choose one of: {', '.join(arms)}")
+            sweep.baseline = args.baseline
+        readme = write_report(sweep, args.out or Path("reports") / sweep.name.replace("/", "_"))
+    except AblateError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(f"Report: {readme}")
+
+
+if __name__ == "__main__":
+    main()

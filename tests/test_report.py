@@ -1,0 +1,439 @@
+"""ablate-report: statistics on synthetic sweeps with known numbers, the README and plots it writes, the
+console script, and the wandb conversion checked against a real offline run."""
+
+import csv
+import json
+import math
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from matplotlib.image import imread
+from scipy import stats
+
+from ablate.errors import DataError
+from ablate.report import (
+    Report,
+    Sweep,
+    arms_table,
+    full_command,
+    interactions,
+    load_local,
+    main,
+    main_effects,
+    reference_arm,
+    resolve_baseline,
+    run_from_wandb,
+    spread,
+    welch,
+    write_report,
+)
+
+REPORT = Path(sys.executable).parent / "ablate-report"
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+# -- synthetic sweeps -----------------------------------------------------------------------------
+def write_metrics(path: Path, rows: dict[int, dict[str, float]]) -> None:
+    keys = sorted({k for row in rows.values() for k in row})
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["step", *keys])
+        for step in sorted(rows):
+            writer.writerow([step, *(repr(rows[step][k]) if k in rows[step] else "" for k in keys)])
+
+
+def curve(final: float, layers: int = 0) -> dict[int, dict[str, float]]:
+    """A plausible metrics.csv: three evaluations ending near ``final``, optional per-layer diagnostics."""
+    rows = {s: {"train/loss": final + 1.5 - s / 20, "val/loss": final + 1.0 - s / 20} for s in (9, 19, 29)}
+    rows[30] = {"final/loss": final}
+    for i in range(layers):
+        for s in (9, 19, 29):
+            rows[s][f"diag/grad_norm/layer_{i}"] = 1.0 + i + s / 100
+            rows[s][f"diag/attn_entropy/layer_{i}"] = 2.0 - i / 10
+    return rows
+
+
+def write_run(root: Path, arm: str, seed: int, final: float | None, *, status: str = "completed",
+              best: float | None = None, error: str | None = None, choices: dict | None = None,
+              n_params: int = 1000, tokens: float = 100.0, layers: int | None = None, folder: str = "") -> Path:
+    out = root / folder / arm.replace(" ", "_") / f"seed={seed}"
+    out.mkdir(parents=True)
+    summary = {
+        "run_id": f"{arm}-{seed}", "name": f"{arm}-s{seed}", "sweep": "syn", "arm": arm, "baseline": None,
+        "preset": "gpt2", "choices": choices or {"norm": "pre"},
+        "sizes": {"n_layer": 2, "n_head": 2, "n_embd": 16, "block_size": 16}, "n_params": n_params,
+        "seed": seed, "max_steps": 30, "command": f"ablate-train seed={seed}", "status": status,
+        "steps": 30, "val_loss_best": best if best is not None else final, "val_loss_final": final,
+        "tokens_per_sec": tokens, "wall_time_s": 1.0,
+    }
+    if error:
+        summary["error"] = error
+    (out / "summary.json").write_text(json.dumps(summary))
+    if layers is not None and final is not None:
+        write_metrics(out / "metrics.csv", curve(final, layers))
+    return out
+
+
+def write_plan(root: Path, arms: list[str], seeds: list[int], baseline: str | None, name: str | None = "syn") -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    jobs = [{"arm": a, "seed": s, "dir": f"{a}/seed={s}", "overrides": []} for a in arms for s in seeds]
+    plan = {"name": name, "baseline": baseline, "command": "ablate-train sweeps=syn", "jobs": jobs}
+    (root / "sweep.json").write_text(json.dumps(plan))
+
+
+def row_of(readme: str, arm: str) -> list[str]:
+    """The cells of an arm's row in the README's arms table."""
+    line = next(line for line in readme.splitlines() if line.startswith(f"| `{arm}` | ") and "/" in line)
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+# -- statistics -----------------------------------------------------------------------------------
+def test_spread_is_mean_sample_std_and_t_interval():
+    values = [1.0, 1.2, 1.7, 1.3]
+    s = spread(values)
+    assert s.n == 4
+    assert s.mean == pytest.approx(1.3, abs=1e-12)
+    assert s.std == pytest.approx(statistics.stdev(values), rel=1e-12)  # n - 1 in the denominator
+    half = stats.t.ppf(0.975, 3) * statistics.stdev(values) / 2  # sqrt(4) = 2
+    assert s.ci == pytest.approx((1.3 - half, 1.3 + half), rel=1e-12)
+    assert half == pytest.approx(3.182446305284263 * 0.2943920288775949 / 2, rel=1e-9)  # t(0.975, 3) by hand
+    assert spread([2.5]) == spread([2.5]) and spread([2.5]).std is None and spread([2.5]).ci is None
+    assert spread([]).mean is None
+
+
+def test_welch_matches_scipy_and_the_welch_satterthwaite_interval():
+    a, b = [2.10, 2.25, 2.18, 2.31], [2.00, 2.02, 1.97]
+    d = welch(a, b, "ref")
+    assert d.reference == "ref"
+    assert d.diff == pytest.approx(statistics.mean(a) - statistics.mean(b), rel=1e-12)
+    assert d.p == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue, rel=1e-12)
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    half = stats.t.ppf(0.975, dof) * math.sqrt(va + vb)
+    assert d.ci == pytest.approx((d.diff - half, d.diff + half), rel=1e-9)
+    assert welch([1.0], b, "ref").p is None  # one seed: no test, only the difference
+    assert welch([1.0, 1.0], [2.0, 2.0], "ref").p is None  # no variance on either side
+
+
+def test_reference_is_the_parent_arm_else_the_baseline():
+    arms = ["gpt2", "gpt2+norm=post", "seed", "seed+norm=pre", "seed+norm=pre+qkv=fused", "gpt2 lr=0.01",
+            "gpt2+norm=post lr=0.01", "other+x=1"]
+    assert reference_arm("gpt2", arms, "gpt2") is None
+    assert reference_arm("gpt2+norm=post", arms, "gpt2") == "gpt2"
+    assert reference_arm("seed", arms, "gpt2") == "gpt2"
+    assert reference_arm("seed+norm=pre", arms, "gpt2") == "seed"
+    assert reference_arm("seed+norm=pre+qkv=fused", arms, "gpt2") == "seed+norm=pre"
+    assert reference_arm("gpt2+norm=post lr=0.01", arms, "gpt2") == "gpt2 lr=0.01"
+    assert reference_arm("other+x=1", arms, "gpt2") == "gpt2"  # "other" is no arm
+    assert resolve_baseline(None, ["b", "a"]) == "b"
+    assert resolve_baseline("lr=1 norm=pre", ["norm=post lr=1", "norm=pre lr=1"]) == "norm=pre lr=1"
+    assert resolve_baseline("nope", ["b", "a"]) == "b"
+
+
+# -- the arms table from local files --------------------------------------------------------------
+FINALS = {"base": [2.00, 2.02, 1.98], "base+worse": [2.30, 2.33, 2.29], "base+same": [2.01, 1.97, 2.03]}
+
+
+@pytest.fixture
+def sweep_dir(tmp_path: Path) -> Path:
+    root = tmp_path / "sweep"
+    write_plan(root, list(FINALS) + ["flaky"], [1, 2, 3], baseline="base")
+    for arm, finals in FINALS.items():
+        for seed, final in enumerate(finals, 1):
+            write_run(root, arm, seed, final, best=final - 0.01 * seed, n_params=1000 + len(arm),
+                      tokens=100.0 * seed, layers=2)
+    write_run(root, "flaky", 1, 2.5, layers=2)
+    write_run(root, "flaky", 2, 2.6, layers=2)
+    write_run(root, "flaky", 3, None, status="diverged")
+    write_run(root, "flaky", 1, 9.0, folder="replaced-0123", layers=2)  # an older run kept aside: ignored
+    return root
+
+
+def test_arms_table_statistics_on_known_numbers(sweep_dir):
+    report = Report.build(load_local(sweep_dir))
+    rows = {a.arm: a for a in report.arms}
+    assert list(rows) == ["base", "base+worse", "base+same", "flaky"]
+    assert report.baseline == "base"
+    for arm, finals in FINALS.items():
+        a = rows[arm]
+        assert (a.done, a.planned, a.diverged, a.failed) == (3, 3, 0, 0)
+        assert a.final.mean == pytest.approx(statistics.mean(finals), rel=1e-12)
+        assert a.final.std == pytest.approx(statistics.stdev(finals), rel=1e-12)
+        half = stats.t.ppf(0.975, 2) * statistics.stdev(finals) / math.sqrt(3)
+        assert a.final.ci == pytest.approx((a.final.mean - half, a.final.mean + half), rel=1e-12)
+        bests = [f - 0.01 * s for s, f in enumerate(finals, 1)]
+        assert a.best.mean == pytest.approx(statistics.mean(bests), rel=1e-12)
+        assert a.n_params == (1000 + len(arm),) and a.tokens_per_sec == pytest.approx(200.0)
+    assert rows["base"].delta is None
+    for arm in ("base+worse", "base+same"):
+        expected = stats.ttest_ind(FINALS[arm], FINALS["base"], equal_var=False)
+        assert rows[arm].delta.reference == "base"
+        assert rows[arm].delta.p == pytest.approx(expected.pvalue, rel=1e-12)
+        assert rows[arm].delta.diff == pytest.approx(statistics.mean(FINALS[arm]) - 2.0, rel=1e-12)
+    assert rows["base+worse"].delta.p < 0.05 < rows["base+same"].delta.p
+    flaky = rows["flaky"]
+    assert (flaky.done, flaky.planned, flaky.diverged, flaky.failed) == (3, 3, 1, 0)
+    assert flaky.final.n == 2 and flaky.final.mean == pytest.approx(2.55)  # the replaced run's 9.0 is not in
+    assert flaky.delta.reference == "base"
+
+
+def test_readme_says_it_in_words_and_numbers(sweep_dir, tmp_path):
+    readme = write_report(load_local(sweep_dir), tmp_path / "out").read_text()
+    sections = ["# Sweep report: syn", "## Findings", "## Reproduce", "## Arms", "## Plots", "## Missing runs"]
+    assert [readme.index(s) for s in sections] == sorted(readme.index(s) for s in sections)
+    findings = readme.split("## Findings")[1].split("##")[0]
+    worse = stats.ttest_ind(FINALS["base+worse"], FINALS["base"], equal_var=False)
+    assert "Significantly worse" in findings and f"`base+worse` by +{0.3067:.4f}" in findings
+    assert worse.pvalue < 1e-4 and f"p = {worse.pvalue:.1e})" in findings  # small p-values in e-notation
+    assert "Not significant:" in findings and "`base+same` by +0.0033" in findings.split("Not significant:")[1]
+    assert "Significantly better" not in findings
+    assert "12 planned runs finished; 1 diverged and 0 failed" in findings
+    assert "```bash\nablate-train sweeps=syn\n```" in readme and "30 steps" in readme
+    assert "n_layer=2, n_head=2, n_embd=16, block_size=16" in readme
+    cells = row_of(readme, "base+worse")
+    mean, std = statistics.mean(FINALS["base+worse"]), statistics.stdev(FINALS["base+worse"])
+    assert cells[1:5] == ["3/3", "0", "0", f"{mean:.4f} ± {std:.4f}"]
+    assert cells[7:9] == ["`base`", f"+{mean - 2.0:.4f}"] and cells[11] == "1,010"
+    assert row_of(readme, "flaky")[1:4] == ["3/3", "1", "0"]
+    # reproducible: the same sweep gives the same README
+    assert write_report(load_local(sweep_dir), tmp_path / "again").read_text() == readme
+
+
+def test_partial_sweep_names_the_missing_runs(tmp_path):
+    root = tmp_path / "partial"
+    write_plan(root, ["a", "b"], [1, 2, 3], baseline="a")
+    for seed in (1, 2, 3):
+        write_run(root, "a", seed, 2.0 + seed / 100)
+    write_run(root, "b", 1, 2.2)
+    write_run(root, "b", 2, None, status="failed", error="RuntimeError: CUDA out of memory")
+    write_run(root, "b", 3, None, status="running")
+    write_run(root, "c", 7, 2.4)  # a run the plan does not know: reported, not missing
+    report = Report.build(load_local(root))
+    assert [(m.arm, m.seed, m.status, m.error) for m in report.missing] == [
+        ("b", 2, "failed", "RuntimeError: CUDA out of memory"), ("b", 3, "running", None)]
+    assert [(a.arm, a.done, a.planned, a.failed) for a in report.arms] == [
+        ("a", 3, 3, 0), ("b", 1, 3, 1), ("c", 1, 1, 0)]
+    (root / "b" / "seed=3" / "summary.json").unlink()  # never started
+    readme = write_report(load_local(root), tmp_path / "out").read_text()
+    assert "**Partial sweep:** 2 runs have no result" in readme
+    missing = readme.split("## Missing runs")[1]
+    assert "| `b` | 2 | failed | RuntimeError: CUDA out of memory |" in missing
+    assert "| `b` | 3 | not started |  |" in missing
+    assert "`a`" not in missing
+    assert "Not tested" in readme and "`b`" in readme.split("Not tested")[1].split(".")[0]
+
+
+def test_a_plan_with_no_baseline_compares_with_the_first_arm(tmp_path):
+    root = tmp_path / "nobase"
+    write_plan(root, ["x", "y"], [1, 2], baseline=None, name=None)
+    for arm, base in (("x", 3.0), ("y", 3.5)):
+        for seed in (1, 2):
+            write_run(root, arm, seed, base + seed / 10)
+    report = Report.build(load_local(root))
+    assert report.sweep.name == "nobase" and report.baseline == "x"
+    assert report.arms[0].delta is None and report.arms[1].delta.reference == "x"
+    assert report.arms[1].delta.diff == pytest.approx(0.5)
+
+
+# -- factorial designs ----------------------------------------------------------------------------
+NORM = {"pre": -0.1, "post": 0.1}
+ACT = {"relu": 0.2, "gelu": -0.05, "gelu_tanh": -0.15}
+INTERACTION = {("pre", "relu"): 0.2, ("post", "relu"): -0.2, ("pre", "gelu"): -0.1, ("post", "gelu"): 0.1,
+               ("pre", "gelu_tanh"): -0.1, ("post", "gelu_tanh"): 0.1}  # rows and columns sum to zero
+
+
+def write_factorial(root: Path, interaction: dict, skip: tuple = ()) -> None:
+    for norm in NORM:
+        for act in ACT:
+            if (norm, act) == skip:
+                continue
+            cell = 2.0 + NORM[norm] + ACT[act] + interaction.get((norm, act), 0.0)
+            for seed, noise in ((1, -0.01), (2, 0.01)):  # symmetric noise: the cell mean is exact
+                write_run(root, f"norm={norm} activation={act}", seed, cell + noise,
+                          choices={"norm": norm, "activation": act, "qkv": "fused"})
+
+
+def test_additive_factorial_main_effects_are_the_built_in_effects(tmp_path):
+    write_factorial(tmp_path, {})
+    design = Report.build(load_local(tmp_path)).design
+    assert design.complete and design.axes == {"norm": ["post", "pre"], "activation": ["gelu", "gelu_tanh", "relu"]}
+    effects = main_effects(design)
+    assert effects["norm"] == pytest.approx(NORM, abs=1e-12)
+    assert effects["activation"] == pytest.approx(ACT, abs=1e-12)
+    assert all(abs(v) < 1e-12 for *_, v in interactions(design, top=100))
+    assert len(interactions(design, top=100)) == 6
+
+
+def test_a_built_in_interaction_is_found_as_the_largest(tmp_path):
+    write_factorial(tmp_path, INTERACTION)
+    design = Report.build(load_local(tmp_path)).design
+    assert main_effects(design)["activation"] == pytest.approx(ACT, abs=1e-12)  # still separable
+    found = interactions(design, top=6)
+    assert {(la, lb): v for _, la, _, lb, v in found} == pytest.approx(INTERACTION, abs=1e-12)
+    top = interactions(design)
+    assert len(top) == 5 and abs(top[0][4]) == pytest.approx(0.2) and top[0][3] == "relu"
+    readme = write_report(load_local(tmp_path), tmp_path / "out").read_text()
+    section = readme.split("## Factorial effects")[1].split("## Plots")[0]
+    assert "| `activation` | 0.3500 | `relu` | +0.2000 |" in section
+    assert "| `norm` × `activation` | `" in section and "relu` | +0.2000 |" in section
+    assert "`activation` has the largest main effect (range 0.3500)" in readme
+
+
+def test_an_incomplete_factorial_is_not_analysed(tmp_path):
+    write_factorial(tmp_path, {}, skip=("post", "relu"))
+    report = Report.build(load_local(tmp_path))
+    assert not report.design.complete and len(report.design.cells) == 5
+    readme = write_report(load_local(tmp_path), tmp_path / "out").read_text()
+    assert "only 5 of their 6 combinations have completed runs" in readme
+    assert "largest main effect" not in readme
+
+
+# -- plots ----------------------------------------------------------------------------------------
+def assert_png(path: Path, min_width: int) -> None:
+    assert path.read_bytes()[:8] == PNG
+    image = imread(path)
+    assert image.ndim == 3 and image.shape[1] >= min_width and image.shape[0] >= 100
+
+
+def test_plots_are_valid_pngs_when_their_data_exists(sweep_dir, tmp_path):
+    out = tmp_path / "out"
+    readme = write_report(load_local(sweep_dir), out).read_text()
+    for name, width in (("curves.png", 700), ("deltas.png", 600), ("diagnostics.png", 1100)):
+        assert_png(out / name, width)
+        assert f"]({name})" in readme
+    assert "Skipped" not in readme
+
+
+def test_plots_without_their_data_are_skipped_and_said_so(tmp_path):
+    root = tmp_path / "bare"
+    write_plan(root, ["a", "b"], [1, 2], baseline="a")
+    for seed in (1, 2):
+        write_run(root, "a", seed, 2.0 + seed / 10, layers=0)  # curves, no diagnostics
+        write_run(root, "b", seed, 2.1 + seed / 10)  # no metrics.csv at all
+    out = tmp_path / "out"
+    (out).mkdir()
+    (out / "diagnostics.png").write_bytes(b"stale")  # from an earlier report: removed
+    readme = write_report(load_local(root), out).read_text()
+    assert_png(out / "curves.png", 700)
+    assert_png(out / "deltas.png", 600)
+    assert not (out / "diagnostics.png").exists()
+    assert "](diagnostics.png)" not in readme and "Skipped: no completed run logged `diag/grad_norm`" in readme
+    single = tmp_path / "single"
+    write_run(single, "only", 1, 2.0)
+    readme = write_report(load_local(single), tmp_path / "out1").read_text()
+    assert not any((tmp_path / "out1" / n).exists() for n in ("curves.png", "deltas.png", "diagnostics.png"))
+    assert readme.count("Skipped:") == 3
+
+
+# -- loading and the command line -----------------------------------------------------------------
+def test_the_command_is_the_sweep_command_with_hydras_own_overrides(tmp_path):
+    assert full_command("ablate-train model/norm=pre,post seed=1,2", ["hydra.sweep.dir=/tmp/sw", "hydra.mode=MULTIRUN"]) \
+        == "ablate-train -m model/norm=pre,post seed=1,2 hydra.sweep.dir=/tmp/sw"
+    assert full_command("ablate-train sweeps=factorial", []) == "ablate-train sweeps=factorial"
+    write_plan(tmp_path, ["a"], [1], baseline="a")
+    (tmp_path / "multirun.yaml").write_text("hydra:\n  overrides:\n    hydra:\n    - hydra.mode=MULTIRUN\n")
+    assert load_local(tmp_path).command == "ablate-train -m sweeps=syn"
+
+
+def test_loading_refuses_what_is_not_a_sweep(tmp_path):
+    with pytest.raises(DataError, match="no such folder"):
+        load_local(tmp_path / "nowhere")
+    with pytest.raises(DataError, match="no runs in it"):
+        load_local(tmp_path)
+    (tmp_path / "sweep.json").write_text("{not json")
+    with pytest.raises(DataError, match=r"sweep.json: unreadable"):
+        load_local(tmp_path)
+
+
+def test_main_refuses_an_unknown_baseline(sweep_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([str(sweep_dir), "--out", str(tmp_path / "o"), "--baseline", "nope"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --baseline 'nope' is not an arm; choose one of: base, base+worse")
+    assert err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_console_script_writes_the_report(sweep_dir, tmp_path):
+    done = subprocess.run([str(REPORT), str(sweep_dir), "--baseline", "base+same"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    readme = tmp_path / "reports" / "syn" / "README.md"
+    assert done.stdout.strip() == "Report: reports/syn/README.md"
+    text = readme.read_text()
+    assert f"```bash\nablate-report {sweep_dir} --baseline base+same\n```" in text
+    assert row_of(text, "base+same")[7] == "—" and row_of(text, "base+worse")[7] == "`base`"  # parent first
+    assert row_of(text, "base")[7] == "`base+same`" and row_of(text, "flaky")[7] == "`base+same`"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["missing", "empty"])
+def test_console_script_bad_sweep_dir_is_one_line_and_status_2(tmp_path, case):
+    target = tmp_path / "missing" if case == "missing" else tmp_path
+    done = subprocess.run([str(REPORT), str(target)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"error: {target}: ") and done.stderr.count("\n") == 1
+    assert ("no such folder" if case == "missing" else "no runs in it") in done.stderr
+    assert not (tmp_path / "reports").exists()
+
+
+@pytest.mark.slow
+def test_wandb_without_an_api_key_is_one_line_and_status_2(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "NETRC": str(tmp_path / "netrc"),
+           "WANDB_CONFIG_DIR": str(tmp_path / "wandb-config")}
+    done = subprocess.run([str(REPORT), "--wandb", "me/ablate", "--group", "syn"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: cannot read wandb runs of me/ablate group 'syn'")
+    assert done.stderr.count("\n") == 1
+
+
+# -- wandb: the same report from an offline run read back with wandb's own reader ---------------------
+def wandb_run(run_dir: Path) -> tuple[dict, dict, list[dict], str]:
+    """(config, summary, history rows, name) of an offline run, as wandb's public API would give them."""
+    (offline,) = (run_dir / "wandb").glob("offline-run-*")
+    out = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(offline)],
+                         capture_output=True, text=True, check=True, timeout=60).stdout
+    records = [json.loads(line) for line in out.splitlines() if line.strip()]
+    run = next(r["run"] for r in records if r["type"] == "run")
+    config, summary = dict(run["config"]["update"]), {}
+    for record in records:
+        if record["type"] == "config":
+            config.update(record["config"]["update"])
+        elif record["type"] == "summary":
+            summary.update(record["summary"]["update"])
+    history = [r["history"]["item"] for r in records if r["type"] == "history"]
+    return config, summary, history, run["display_name"]
+
+
+@pytest.mark.slow
+def test_wandb_records_give_the_same_report_as_the_local_files(compose_cfg, tmp_path):
+    from ablate.train import run
+
+    cfg = compose_cfg(
+        "trainer.max_steps=20", "trainer.val_check_interval=10", "data.eval_batches=2",
+        "trainer.enable_progress_bar=false", "sample.max_new_tokens=8", "logger.mode=offline", "sweep.arm=a",
+        "model.n_layer=2", "model.n_head=2", "model.n_embd=16", "model.block_size=16",
+    )
+    run(cfg, tmp_path / "run")
+    local = load_local(tmp_path / "run")
+    config, summary, history, name = wandb_run(tmp_path / "run")
+    remote = Sweep(name=local.name, runs=[run_from_wandb(config, summary, history, name)], baseline=local.baseline)
+    (mine,), (theirs,) = local.runs, remote.runs
+    for key in ("arm", "seed", "status", "name", "preset", "choices", "sizes", "n_params", "max_steps", "steps",
+                "val_loss_best", "val_loss_last", "val_loss_final", "tokens_per_sec"):
+        assert getattr(theirs, key) == getattr(mine, key), key
+    assert mine.val_loss_final is not None and mine.tokens_per_sec > 0 and mine.arm == "a"
+    assert {"val/loss", "final/loss", "diag/grad_norm/layer_1", "diag/attn_entropy/layer_1"} <= set(mine.metrics)
+    for key, series in mine.metrics.items():
+        assert theirs.metrics[key] == series, key
+    ours, wandbs = Report.build(local), Report.build(remote)
+    assert wandbs.arms == ours.arms and wandbs.arms[0].done == 1
+    assert arms_table(wandbs.arms) == arms_table(ours.arms)
+    assert write_report(remote, tmp_path / "w").read_text().split("## Reproduce")[0] == \
+        write_report(local, tmp_path / "l").read_text().split("## Reproduce")[0]
