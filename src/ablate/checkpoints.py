@@ -66,7 +66,8 @@ def check_compatible(checkpoint: dict[str, Any], path: Path, model: dict[str, An
             f"checkpoint {path} was trained with another vocabulary (data.tokenizer={kind}, "
             f"{len(saved.get('tokenizer', {}).get('chars', '')) or 'BPE'} symbols); this run's data differs"
         )
-    ignore = {"compile", "init_from"}
+    # what changes no parameter's meaning may differ: fine-tuning with other dropout or init is fine
+    ignore = {"compile", "init_from", "preset", "dropout", "attn_dropout", "init"}
     for key in sorted(set(model) | set(saved.get("model", {})) - ignore):
         ours, theirs = model.get(key), saved.get("model", {}).get(key)
         if ours != theirs:

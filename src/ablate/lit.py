@@ -4,14 +4,26 @@ rebuilds any variant from the hyperparameters saved in the checkpoint."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.throughput import measure_flops
 
+from ablate.checkpoints import check_compatible, load_checkpoint
 from ablate.convert import load_gpt2_weights, load_state_dict_file
 from ablate.model import GPT, GPTConfig
 from ablate.tokenizers import tokenizer_from_state
+
+
+def training_flops_per_token(config: GPTConfig) -> float:
+    """FLOPs of one training step (forward and backward) per token at full context, counted by PyTorch's
+    FLOP counter on a meta-device copy of the model: exact for every variant, at no compute cost."""
+    with torch.device("meta"):
+        model = GPT(config)
+        idx = torch.zeros(1, config.block_size, dtype=torch.long)
+    return measure_flops(model, lambda: model(idx)[0], loss_fn=torch.Tensor.sum) / config.block_size
 
 
 def lr_factor(step: int, lr: float, min_lr: float, warmup_steps: int, decay_steps: int) -> float:
@@ -37,17 +49,23 @@ class LitGPT(L.LightningModule):
         self.tokenizer = tokenizer_from_state(tokenizer)
         self.model = GPT(GPTConfig.from_dict(model, vocab_size=self.tokenizer.vocab_size))
         if model.get("init_from"):
-            load_gpt2_weights(self.model, load_state_dict_file(model["init_from"]))
+            self._init_from(Path(model["init_from"]).expanduser())
         if model.get("compile"):
             self.model.compile()  # compiles forward in place; parameter names stay as they are
-        T = self.model.config.block_size
-        # ThroughputMonitor reads this: 6 FLOPs per weight per token (forward + backward) plus attention
-        n_linear = sum(m.weight.numel() for m in self.model.modules() if isinstance(m, torch.nn.Linear))
-        self.flops_per_token = 6 * n_linear + 12 * self.model.config.n_layer * self.model.config.n_embd * T
+        self.flops_per_token = training_flops_per_token(self.model.config)  # ThroughputMonitor reads it
         self.best_val_loss = math.inf
         self.diverged: str | None = None  # why the run stopped early, if it diverged
         self._first_batch = True
         self._val_sum: list[torch.Tensor] = []
+
+    def _init_from(self, path: Path) -> None:
+        """Start from saved weights: an ablate checkpoint (``.ckpt``) or a GPT-2 state dict."""
+        if path.suffix != ".ckpt":
+            load_gpt2_weights(self.model, load_state_dict_file(path))
+            return
+        checkpoint = load_checkpoint(path)
+        check_compatible(checkpoint, path, self.hparams.model, self.hparams.tokenizer)
+        self.model.load_state_dict({k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()})
 
     @property
     def flops_per_batch(self) -> int:

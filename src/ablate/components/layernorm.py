@@ -26,6 +26,11 @@ class CustomLayerNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(ndim)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        std, mean = torch.std_mean(x, dim=-1, keepdim=True)  # unbiased std (N - 1), one pass for both
-        y = (x - mean) / (std + self.eps) * self.weight
-        return y if self.bias is None else y + self.bias
+        # The seed's formula with fewer, cheaper kernels than its chain (and than torch.std_mean's slow path):
+        # centre once, reuse the centred values for the unbiased variance, and fuse scale and shift.
+        xc = x - x.mean(dim=-1, keepdim=True)  # (B, T, C)
+        std = (xc.square().sum(dim=-1, keepdim=True) / (x.size(-1) - 1)).sqrt()  # unbiased, (B, T, 1)
+        scale = (std + self.eps).reciprocal()
+        if self.bias is None:
+            return xc * scale * self.weight
+        return torch.addcmul(self.bias, xc * scale, self.weight)
