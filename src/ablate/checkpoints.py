@@ -68,7 +68,7 @@ def check_compatible(checkpoint: dict[str, Any], path: Path, model: dict[str, An
         )
     # what changes no parameter's meaning may differ: fine-tuning with other dropout or init is fine
     ignore = {"compile", "init_from", "preset", "dropout", "attn_dropout", "init"}
-    for key in sorted(set(model) | set(saved.get("model", {})) - ignore):
+    for key in sorted((set(model) | set(saved.get("model", {}))) - ignore):
         ours, theirs = model.get(key), saved.get("model", {}).get(key)
         if ours != theirs:
             raise CheckpointError(

@@ -91,8 +91,11 @@ class LitGPT(L.LightningModule):
         loss = outputs["loss"].item()
         limit = self.hparams.optim.get("max_loss", math.inf)
         if not math.isfinite(loss) or loss > limit:
-            self.diverged = f"training loss {loss:.4g} at step {self.global_step} (limit optim.max_loss={limit})"
-            self.trainer.should_stop = True
+            self._diverge(f"training loss {loss:.4g} at step {self.global_step} (limit optim.max_loss={limit})")
+
+    def _diverge(self, why: str) -> None:
+        self.diverged = self.diverged or why
+        self.trainer.should_stop = True
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Gradient norm of each block (before clipping): where training signal is lost or explodes."""
@@ -127,7 +130,9 @@ class LitGPT(L.LightningModule):
             self.best_val_loss = min(self.best_val_loss, loss)
             metrics["val/loss_best"] = self.best_val_loss
         self.log_dict(metrics, prog_bar=fitting)
-        if fitting and self.hparams.sample:
+        if fitting and not math.isfinite(loss):
+            self._diverge(f"validation loss {loss} at step {self.global_step}")
+        elif fitting and self.hparams.sample:
             self._log_sample()
 
     def _log_sample(self) -> None:

@@ -232,6 +232,7 @@ def run(cfg: DictConfig, output_dir: str | Path, callbacks: list[Any] | None = N
             error = f"{type(e).__name__}: {e}"
         raise
     finally:
+        record.summary["steps"] = trainer.global_step
         record.close(status, error)
         if mode != "disabled":
             import wandb
@@ -286,6 +287,9 @@ def _resumed_config(run_dir: str) -> tuple[DictConfig, Path]:
         raise ConfigError(f"resume={run_dir}: not a run folder (no .hydra/config.yaml); give an outputs/<date>/<time>")
     cfg = OmegaConf.load(saved)
     cfg.resume = None
+    ignored = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
+    if ignored:
+        print(f"resume continues the run as it was defined; ignoring {' '.join(ignored)}")
     return cfg, path
 
 
