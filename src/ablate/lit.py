@@ -129,7 +129,7 @@ class LitGPT(L.LightningModule):
         if fitting:
             self.best_val_loss = min(self.best_val_loss, loss)
             metrics["val/loss_best"] = self.best_val_loss
-        self.log_dict(metrics, prog_bar=fitting)
+        self.log_dict(metrics, prog_bar=fitting, sync_dist=True)  # already reduced: identical on every rank
         if fitting and not math.isfinite(loss):
             self._diverge(f"validation loss {loss} at step {self.global_step}")
         elif fitting and self.hparams.sample:

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ablate.config import check_overrides, conf_dir, import_user_modules, run_name
 from ablate.errors import AblateError, ConfigError
+from ablate.io import atomic_write_json
 
 
 def wandb_mode(mode: str) -> str:
@@ -149,50 +150,57 @@ def run(cfg: DictConfig, output_dir: str | Path, callbacks: list[Any] | None = N
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")  # TF32 matmuls on Ampere and newer
 
-    datamodule = TextDataModule(**OmegaConf.to_container(cfg.data, resolve=True), seed=cfg.seed)
-    datamodule.setup()
-    module = LitGPT(
-        model=OmegaConf.to_container(cfg.model, resolve=True),
-        optim=OmegaConf.to_container(cfg.optim, resolve=True),
-        tokenizer=datamodule.tokenizer.state(),
-        sample=OmegaConf.to_container(cfg.sample, resolve=True),
-    )
-    gpt = module.model
-    max_len = gpt.transformer.wpe.max_len
-    if max_len is not None and datamodule.block_size > max_len:
-        raise ConfigError(
-            f"data.block_size={datamodule.block_size} exceeds the learned positional table ({max_len} positions, "
-            f"model.block_size); make them equal or pick model/positional=sinusoidal"
+    try:  # a run that fails before training starts still leaves a record saying why
+        datamodule = TextDataModule(**OmegaConf.to_container(cfg.data, resolve=True), seed=cfg.seed)
+        datamodule.setup()
+        module = LitGPT(
+            model=OmegaConf.to_container(cfg.model, resolve=True),
+            optim=OmegaConf.to_container(cfg.optim, resolve=True),
+            tokenizer=datamodule.tokenizer.state(),
+            sample=OmegaConf.to_container(cfg.sample, resolve=True),
         )
-    ckpt_path = output_dir / "checkpoints" / LAST
-    resume_from = ckpt_path if previous and ckpt_path.is_file() else None
-    if resume_from:
-        check_compatible(load_checkpoint(resume_from), resume_from, module.hparams.model, module.hparams.tokenizer)
-        print(f"{output_dir}: resuming its unfinished run from {resume_from}")
+        gpt = module.model
+        max_len = gpt.transformer.wpe.max_len
+        if max_len is not None and datamodule.block_size > max_len:
+            raise ConfigError(
+                f"data.block_size={datamodule.block_size} exceeds the learned positional table ({max_len} positions, "
+                f"model.block_size); make them equal or pick model/positional=sinusoidal"
+            )
+        ckpt_path = output_dir / "checkpoints" / LAST
+        resume_from = ckpt_path if previous and ckpt_path.is_file() else None
+        if resume_from:
+            check_compatible(load_checkpoint(resume_from), resume_from, module.hparams.model, module.hparams.tokenizer)
+            print(f"{output_dir}: resuming its unfinished run from {resume_from}")
 
-    choices = gpt.config.choices()
-    arm = cfg.sweep.arm
-    name = cfg.logger.name or (f"{arm}-s{cfg.seed}" if arm else run_name(cfg.model, choices, cfg.seed))
-    summary = {
-        "run_id": run_id,
-        "name": name,
-        "sweep": cfg.sweep.name,
-        "arm": arm,
-        "baseline": cfg.sweep.baseline,
-        "preset": cfg.model.get("preset"),
-        "choices": choices,
-        "sizes": {k: cfg.model[k] for k in ("n_layer", "n_head", "n_embd", "block_size")},
-        "vocab_size": gpt.config.vocab_size,
-        "tokenizer": datamodule.kind,
-        "data": str(datamodule.path),
-        "n_params": gpt.num_params(),
-        "seed": cfg.seed,
-        "max_steps": cfg.trainer.max_steps,
-        "command": _command(cfg),
-        "version": _version(),
-        "output_dir": str(output_dir),
-        **datamodule.state(),
-    }
+        choices = gpt.config.choices()
+        arm = cfg.sweep.arm
+        name = cfg.logger.name or (f"{arm}-s{cfg.seed}" if arm else run_name(cfg.model, choices, cfg.seed))
+        summary = {
+            "run_id": run_id,
+            "name": name,
+            "sweep": cfg.sweep.name,
+            "arm": arm,
+            "baseline": cfg.sweep.baseline,
+            "preset": cfg.model.get("preset"),
+            "choices": choices,
+            "sizes": {k: cfg.model[k] for k in ("n_layer", "n_head", "n_embd", "block_size")},
+            "vocab_size": gpt.config.vocab_size,
+            "tokenizer": datamodule.kind,
+            "data": str(datamodule.path),
+            "n_params": gpt.num_params(),
+            "seed": cfg.seed,
+            "max_steps": cfg.trainer.max_steps,
+            "command": _command(cfg),
+            "version": _version(),
+            "output_dir": str(output_dir),
+            **datamodule.state(),
+        }
+    except BaseException as e:
+        atomic_write_json(output_dir / "summary.json", {
+            "run_id": run_id, "sweep": cfg.sweep.name, "arm": cfg.sweep.arm, "seed": cfg.seed,
+            "command": _command(cfg), "status": "failed", "error": f"{type(e).__name__}: {e}",
+        })
+        raise
     record = RunRecord(output_dir, summary, resume=bool(resume_from))
     loggers: list[Any] = [record]
     mode = wandb_mode(cfg.logger.mode)
