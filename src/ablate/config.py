@@ -122,7 +122,20 @@ def check_overrides(args: list[str]) -> None:
             for value in values:
                 if isinstance(value, str) and value not in options:
                     raise ConfigError(f"unknown {group}={value!r}; choose one of: {', '.join(options)}")
+                if group == "sweeps":
+                    _check_sweeper_installed(value, loader.get_group_options("hydra/sweeper"))
     GlobalHydra.instance().clear()
+
+
+def _check_sweeper_installed(sweep: str, sweepers: list[str]) -> None:
+    """A sweep that needs another sweeper plugin (Optuna) says how to install it, in one line."""
+    defaults = OmegaConf.load(sweeps_dir() / f"{sweep}.yaml").get("defaults", [])
+    for entry in defaults:
+        wanted = entry.get("override /hydra/sweeper") if not isinstance(entry, str) else None
+        if wanted and wanted not in sweepers:
+            raise ConfigError(
+                f"sweeps={sweep} needs the {wanted} sweeper, which is not installed; pip install -e '.[search]'"
+            )
 
 
 def preset_choices(preset: str) -> dict[str, str]:

@@ -1,0 +1,223 @@
+"""Named sweeps: they compose, survive failed runs, skip finished ones, group in wandb, and launch anywhere."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+from ablate.config import conf_dir, preset_choices, sweeps_dir
+from ablate.model import GPTConfig
+from ablate.registry import SLOTS
+
+BIN = Path(sys.executable).parent
+TINY_RUN = [
+    "trainer.max_steps=10", "trainer.val_check_interval=5", "trainer.log_every_n_steps=5",
+    "trainer.enable_progress_bar=false", "data.eval_batches=1", "sample.max_new_tokens=4",
+]
+NAMED = sorted(p.stem for p in sweeps_dir().glob("*.yaml") if p.stem != "none")
+
+
+def compose_with_hydra(*overrides: str):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+
+
+def test_the_promised_sweeps_ship():
+    assert {"seed_to_gpt2", "factorial", "norm_lr_warmup", "search_lr"} <= set(NAMED)
+
+
+@pytest.mark.parametrize("name", NAMED)
+def test_each_named_sweep_composes_as_a_multirun_with_its_group(name):
+    cfg = compose_with_hydra(f"sweeps={name}")
+    assert cfg.sweep.name == name
+    assert cfg.logger.group == name  # every run of the sweep shares one wandb group
+    assert cfg.hydra.mode.name == "MULTIRUN"
+    assert cfg.hydra.sweep.dir == f"multirun/{name}"
+
+
+def _arm_config(overrides: list[str]) -> GPTConfig:
+    cfg = compose_with_hydra(*overrides)
+    return GPTConfig.from_dict(OmegaConf.to_container(cfg.model, resolve=True), vocab_size=65)
+
+
+def test_seed_to_gpt2_changes_exactly_one_thing_per_arm():
+    cfg = compose_with_hydra("sweeps=seed_to_gpt2")
+    arms = OmegaConf.to_container(cfg.hydra.sweeper.arms)
+    assert cfg.hydra.sweeper.params.seed == "1,2,3"
+    gpt2, seed = _arm_config(arms["gpt2"]), _arm_config(arms["seed"])
+    differing = [s for s in SLOTS if gpt2.choices()[s] != seed.choices()[s]]
+    assert sorted(differing) == ["activation", "attn_scale", "init", "norm", "qkv"]
+    # both directions of every differing slot, plus the output layer, plus the two presets
+    assert len(arms) == 2 + 2 * (len(differing) + 1)
+    for name, overrides in arms.items():
+        if "+" not in name:
+            continue
+        parent, change = name.split("+")
+        key, value = change.split("=")
+        base, got = (gpt2 if parent == "gpt2" else seed), _arm_config(overrides)
+        if key == "head":
+            assert got.tie_embeddings == (value == "tied") and got.choices() == base.choices()
+            continue
+        expected = {**base.choices(), key: value}
+        assert got.choices() == expected, name
+        assert value == (seed if parent == "gpt2" else gpt2).choices()[key]  # the other preset's choice
+
+
+def test_factorial_covers_the_five_axes_of_the_design_card():
+    params = compose_with_hydra("sweeps=factorial").hydra.sweeper.params
+    axes = {k.split("/")[1]: v.split(",") for k, v in params.items() if k.startswith("model/")}
+    assert set(axes) == {"positional", "norm", "activation", "attn_scale", "layernorm"}
+    for slot, values in axes.items():
+        assert sorted(values) == sorted(SLOTS[slot].names()), slot  # every variant of the five axes
+    assert preset_choices("gpt2")["positional"] == "learned"
+
+
+def cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / "ablate-train"), *args], capture_output=True, text=True, timeout=900, cwd=cwd,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+    )
+
+
+def test_a_mistyped_sweep_lists_the_valid_ones(tmp_path):
+    result = cli("sweeps=seed_to_gtp2", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: unknown sweeps='seed_to_gtp2'; choose one of: {', '.join(sorted([*NAMED, 'none']))}"
+
+
+FAULTY = '''
+from torch import nn
+from ablate.components.slots import activation
+
+@activation.register("faulty")
+class Faulty(nn.ReLU):
+    """ReLU that raises on its 6th training call (in every model built)."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x):
+        if self.training:
+            self.calls += 1
+            if self.calls == 6:
+                raise RuntimeError("injected failure")
+        return super().forward(x)
+'''
+
+
+def offline_run(run_dir: Path) -> dict:
+    (offline,) = run_dir.glob("wandb/offline-run-*")
+    out = subprocess.run(
+        [sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(offline)],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout
+    records = [json.loads(line) for line in out.splitlines() if line.strip()]
+    run = next(r["run"] for r in records if r["type"] == "run")
+    history = [r["history"]["item"] for r in records if r["type"] == "history"]
+    return {"run": run, "config": run["config"]["update"], "history": history}
+
+
+@pytest.mark.slow
+def test_a_sweep_survives_a_failed_run_groups_in_wandb_and_relaunch_skips_finished_runs(tmp_path):
+    (tmp_path / "faulty.py").write_text(textwrap.dedent(FAULTY))
+    env = {"ABLATE_IMPORTS": str(tmp_path / "faulty.py")}
+    sweep = tmp_path / "sweep"
+    args = ["-m", "model/activation=relu,faulty", "seed=1,2", "sweep.name=unit", "logger.mode=offline",
+            *TINY_RUN, f"hydra.sweep.dir={sweep}"]
+    first = cli(*args, env=env, cwd=tmp_path)
+    assert first.returncode == 1  # the sweep reports its failure at the end...
+    assert "Sweep done" in first.stderr + first.stdout and "2 completed, 2 failed" in first.stderr + first.stdout
+    for seed in (1, 2):  # ...after every other run has finished
+        ok = json.loads((sweep / "activation=relu" / f"seed={seed}" / "summary.json").read_text())
+        assert ok["status"] == "completed" and ok["name"] == f"activation=relu-s{seed}" and ok["sweep"] == "unit"
+        bad = json.loads((sweep / "activation=faulty" / f"seed={seed}" / "summary.json").read_text())
+        assert bad["status"] == "failed" and bad["error"] == "RuntimeError: injected failure"
+    plan = json.loads((sweep / "sweep.json").read_text())
+    assert [(j["arm"], j["seed"]) for j in plan["jobs"]] == [
+        ("activation=relu", 1), ("activation=relu", 2), ("activation=faulty", 1), ("activation=faulty", 2)]
+
+    # wandb: one group for the sweep, one flat key per slot, the metrics, a short name per run
+    logged = offline_run(sweep / "activation=relu" / "seed=1")
+    assert logged["run"]["run_group"] == "unit"
+    assert logged["run"]["display_name"] == "activation=relu-s1"
+    assert logged["config"]["activation"] == "relu" and logged["config"]["arm"] == "activation=relu"
+    assert all(logged["config"][slot] for slot in SLOTS)
+    assert "activation=relu" in logged["run"]["tags"]
+    val = [h["val/loss"] for h in logged["history"] if "val/loss" in h]
+    assert val == pytest.approx([ok_val for ok_val in _csv_column(sweep / "activation=relu" / "seed=1", "val/loss")])
+
+    # the report of the partial sweep says what is missing and why
+    report = subprocess.run(
+        [str(BIN / "ablate-report"), str(sweep), "--out", str(tmp_path / "report")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert report.returncode == 0, report.stderr[-2000:]
+    text = (tmp_path / "report" / "README.md").read_text()
+    assert "activation=faulty" in text and "injected failure" in text
+
+    # relaunch: finished runs are skipped untouched; failed ones resume from their last checkpoint
+    # (step 5; the fault struck at step 6) and, the fault being transient, now finish
+    stamp = (sweep / "activation=relu" / "seed=1" / "summary.json").stat().st_mtime_ns
+    second = cli(*args, env=env, cwd=tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert second.stdout.count("already completed, skipping") == 2
+    assert second.stdout.count("resuming its unfinished run") == 2
+    assert (sweep / "activation=relu" / "seed=1" / "summary.json").stat().st_mtime_ns == stamp
+    for seed in (1, 2):
+        redone = json.loads((sweep / "activation=faulty" / f"seed={seed}" / "summary.json").read_text())
+        assert redone["status"] == "completed" and redone["resumed"] == 1 and redone["steps"] == 10
+
+
+def _csv_column(run_dir: Path, key: str) -> list[float]:
+    import csv
+
+    return [float(r[key]) for r in csv.DictReader(open(run_dir / "metrics.csv")) if r.get(key)]
+
+
+@pytest.mark.slow
+def test_parallel_launcher_runs_two_at_a_time_with_the_same_results(tmp_path):
+    args = ["-m", "model/norm=pre,post", "logger.mode=disabled", *TINY_RUN]
+    serial = cli(*args, f"hydra.sweep.dir={tmp_path / 'serial'}", "threads=1", cwd=tmp_path)
+    parallel = cli(*args, f"hydra.sweep.dir={tmp_path / 'parallel'}", "hydra/launcher=parallel", cwd=tmp_path)
+    assert serial.returncode == 0 and parallel.returncode == 0, parallel.stderr[-3000:]
+    assert "Joblib.Parallel(n_jobs=2" in parallel.stderr + parallel.stdout
+    for arm in ("norm=pre", "norm=post"):
+        a = json.loads((tmp_path / "serial" / arm / "seed=1337" / "summary.json").read_text())
+        b = json.loads((tmp_path / "parallel" / arm / "seed=1337" / "summary.json").read_text())
+        assert a["val_loss_final"] == b["val_loss_final"]  # one thread each in both: bit for bit
+
+
+@pytest.mark.slow
+def test_slurm_launcher_path_with_submitits_local_executor(tmp_path):
+    """hydra/launcher=slurm's code path (Hydra's submitit launcher), each job its own process."""
+    sweep = tmp_path / "sweep"
+    result = cli("-m", "seed=1,2", "logger.mode=disabled", *TINY_RUN, "hydra/launcher=slurm_local",
+                 f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for seed in (1, 2):
+        assert json.loads((sweep / "run" / f"seed={seed}" / "summary.json").read_text())["status"] == "completed"
+    assert list((sweep / ".submitit").glob("*/*_result.pkl"))  # results came back through submitit
+    slurm = compose_with_hydra("hydra/launcher=slurm").hydra.launcher
+    assert slurm._target_.endswith("SlurmLauncher") and slurm.gpus_per_node == 1 and slurm.max_num_timeout == 3
+
+
+@pytest.mark.slow
+def test_optuna_search_minimises_the_final_validation_loss(tmp_path):
+    sweep = tmp_path / "search"
+    result = cli("sweeps=search_lr", "hydra.sweeper.n_trials=3", "logger.mode=disabled", *TINY_RUN,
+                 f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = [json.loads(p.read_text()) for p in sorted(sweep.glob("trial=*/summary.json"))]
+    assert len(trials) == 3 and len({t["run_id"] for t in trials}) == 3  # three different configs
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert best["best_value"] == pytest.approx(min(t["val_loss_final"] for t in trials))
