@@ -61,12 +61,17 @@ class GPTConfig:
             )
         for name in ("dropout", "attn_dropout"):
             value = getattr(self, name)
-            if not 0.0 <= value < 1.0:
-                raise ConfigError(f"model.{name}={value!r} must be in [0, 1)")
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:
+                raise ConfigError(f"model.{name}={value!r} must be a number in [0, 1)")
+        for name in ("bias", "tie_embeddings", "lm_head_bias"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"model.{name}={getattr(self, name)!r} must be true or false")
         for slot in SLOTS.values():
             node = getattr(self, slot.name)
             if isinstance(node, str):
                 node = {"name": node}
+            if not isinstance(node, Mapping) or "name" not in node:
+                raise ConfigError(f"model.{slot.name}={node!r} must name a variant: one of {', '.join(slot.names())}")
             setattr(self, slot.name, dict(node))
             slot.get(node["name"])  # an unknown variant fails here, naming the valid ones
 
