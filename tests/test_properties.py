@@ -3,6 +3,7 @@
 import math
 
 import torch
+from conftest import compose_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
@@ -11,7 +12,6 @@ from ablate.config import check_overrides
 from ablate.errors import AblateError
 from ablate.model import GPT, GPTConfig
 from ablate.registry import SLOTS
-from conftest import compose_config
 
 slot_override = st.sampled_from(sorted(SLOTS)).flatmap(
     lambda slot: st.sampled_from([*SLOTS[slot].names(), "bogus", "Relu", ""]).map(lambda v: f"model/{slot}={v}")
