@@ -44,6 +44,9 @@ def one_line_error(result: subprocess.CompletedProcess) -> str:
         (["model.n_layer=0"], "error: model.n_layer=0 must be a positive integer"),
         (["data.path=/nonexistent/corpus.txt"], "error: data.path=/nonexistent/corpus.txt: no such file"),
         (["data.tokenizer=bytes"], "error: data.tokenizer='bytes' is unknown; choose one of: char, gpt2"),
+        (["model.dropout=lots"], "error: model.dropout='lots' must be a number in [0, 1)"),
+        (["hydra.run.dir=/proc/ablate"], "error: output folder /proc/ablate cannot be written (No such file"),
+        (["resume=/nonexistent/run"], "error: resume=/nonexistent/run: not a run folder (no .hydra/config.yaml)"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, expected, tmp_path):

@@ -284,7 +284,9 @@ def _check_writable(output_dir: Path) -> None:
         probe.write_text("")
         probe.unlink()
     except OSError as e:
-        raise ConfigError(f"output folder {output_dir} is not writable ({e.strerror}); set hydra.run.dir") from None
+        raise ConfigError(
+            f"output folder {output_dir} cannot be written ({e.strerror}); choose another with hydra.run.dir=..."
+        ) from None
 
 
 def _resumed_config(run_dir: str) -> tuple[DictConfig, Path]:
@@ -337,6 +339,10 @@ def main() -> None:
     try:
         import_user_modules()
         check_overrides(sys.argv[1:])
+        for arg in sys.argv[1:]:
+            key, _, value = arg.partition("=")
+            if key in ("hydra.run.dir", "hydra.sweep.dir") and "${" not in value:
+                _check_writable(Path(value))
     except AblateError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
