@@ -21,11 +21,7 @@ from typing import Any
 from lightning.pytorch.loggers.logger import Logger
 from lightning.pytorch.utilities import rank_zero_only
 
-from ablate.io import atomic_write_json, atomic_write_text
-
-SUMMARY = "summary.json"
-METRICS = "metrics.csv"
-SAMPLES = "samples.txt"
+from ablate.io import METRICS, SAMPLES, SUMMARY, atomic_write_json, atomic_write_text
 
 
 class RunRecord(Logger):

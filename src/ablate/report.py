@@ -28,11 +28,9 @@ import numpy as np
 from scipy import stats
 
 from ablate.errors import AblateError, ConfigError, DataError
-from ablate.io import atomic_write_text
+from ablate.io import FINISHED, METRICS, PLAN, SUMMARY, atomic_write_text
 
-# The names ablate.records and the sweeper write (not imported: ablate.records pulls in Lightning).
-SUMMARY, METRICS, PLAN, MULTIRUN = "summary.json", "metrics.csv", "sweep.json", "multirun.yaml"
-DONE = ("completed", "diverged")  # ablate.train.FINISHED: what a relaunched sweep does not redo
+MULTIRUN = "multirun.yaml"  # Hydra's copy of the sweep's config
 SIZES = ("n_layer", "n_head", "n_embd", "block_size")
 ALPHA, LEVEL = 0.05, 0.95
 
@@ -353,7 +351,7 @@ def latest_runs(runs: Sequence[RunData]) -> list[RunData]:
     chosen: dict[tuple[str, Any], RunData] = {}
     for i, run in enumerate(runs):
         key = (run.arm, run.seed if run.seed is not None else f"#{i}")
-        if key not in chosen or run.status in DONE or chosen[key].status not in DONE:
+        if key not in chosen or run.status in FINISHED or chosen[key].status not in FINISHED:
             chosen[key] = run
     return list(chosen.values())
 
@@ -378,7 +376,7 @@ def arm_stats(sweep: Sweep, baseline: str | None) -> list[ArmStats]:
         rows.append(ArmStats(
             arm=arm,
             planned=len({s for a, s in sweep.planned if a == arm} | {r.seed for r in own}),
-            done=sum(r.status in DONE for r in own),
+            done=sum(r.status in FINISHED for r in own),
             diverged=sum(r.status == "diverged" for r in own),
             failed=sum(r.status == "failed" for r in own),
             final=spread(finals),
@@ -399,7 +397,7 @@ def missing_runs(sweep: Sweep) -> list[Missing]:
         run = runs.get((arm, seed))
         if run is None:
             out.append(Missing(arm, seed, "not started"))
-        elif run.status not in DONE:
+        elif run.status not in FINISHED:
             out.append(Missing(arm, seed, run.status, run.error))
     return out
 

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ablate.config import check_overrides, conf_dir, import_user_modules, run_name
 from ablate.errors import AblateError, ConfigError
-from ablate.io import atomic_write_json
+from ablate.io import FINISHED, METRICS, SAMPLES, SUMMARY, atomic_write_json
 
 
 def wandb_mode(mode: str) -> str:
@@ -56,9 +56,6 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 
-FINISHED = ("completed", "diverged")  # a relaunched sweep skips these; it resumes interrupted and failed runs
-
-
 def run_identity(cfg: DictConfig) -> str:
     """What makes a run the run it is (architecture, data, optimiser, trainer, seed), as a short hash."""
     keys = ("model", "data", "optim", "trainer", "seed")
@@ -71,7 +68,7 @@ def _move_aside(output_dir: Path, name: str) -> None:
     """Keep an earlier, different run's results when a new run takes over its folder."""
     aside = output_dir / name
     aside.mkdir(exist_ok=True)
-    for item in ("summary.json", "metrics.csv", "samples.txt", "checkpoints", "wandb"):
+    for item in (SUMMARY, METRICS, SAMPLES, "checkpoints", "wandb"):
         if (output_dir / item).exists():
             (output_dir / item).rename(aside / item)
     print(f"{output_dir} held a different run; its results are kept in {aside}")
@@ -90,7 +87,7 @@ def _threads_per_parallel_job() -> int | None:
 
 def read_summary(output_dir: Path) -> dict[str, Any]:
     try:
-        return json.loads((output_dir / "summary.json").read_text())
+        return json.loads((output_dir / SUMMARY).read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return {}
 
@@ -196,7 +193,7 @@ def run(cfg: DictConfig, output_dir: str | Path, callbacks: list[Any] | None = N
             **datamodule.state(),
         }
     except BaseException as e:
-        atomic_write_json(output_dir / "summary.json", {
+        atomic_write_json(output_dir / SUMMARY, {
             "run_id": run_id, "sweep": cfg.sweep.name, "arm": cfg.sweep.arm, "seed": cfg.seed,
             "command": _command(cfg), "status": "failed", "error": f"{type(e).__name__}: {e}",
         })
@@ -246,7 +243,7 @@ def run(cfg: DictConfig, output_dir: str | Path, callbacks: list[Any] | None = N
             import wandb
 
             if wandb.run is not None:
-                wandb.run.summary.update({"status": status})
+                wandb.run.summary.update({"status": status, "error": error})
             wandb.finish(exit_code=0 if status == "completed" else 1)
     if status != "completed":
         print(f"Run {status}: {error}; recorded in {output_dir / 'summary.json'}")
@@ -271,6 +268,7 @@ def _wandb_logger(
         # flat keys per slot, so the wandb UI can group and filter runs by component
         config={
             **choices, "arm": cfg.sweep.arm, "preset": cfg.model.get("preset"), "n_params": n_params,
+            "command": _command(cfg),
             **OmegaConf.to_container(cfg, resolve=True),
         },
         settings=wandb.Settings(x_disable_stats=not torch.cuda.is_available(), silent=True),

@@ -19,6 +19,7 @@ whichever launcher is configured; a job that fails does not stop the others.
 
 import json
 import logging
+import shlex
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
+
+from ablate.io import PLAN, SUMMARY, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +59,7 @@ def _short(key: str) -> str:
 def _status(job: JobReturn) -> str:
     """A job's status as its run recorded it (completed, diverged, failed)."""
     try:
-        summary = json.loads((Path(job.hydra_cfg.hydra.runtime.output_dir) / "summary.json").read_text())
+        summary = json.loads((Path(job.hydra_cfg.hydra.runtime.output_dir) / SUMMARY).read_text())
     except (OSError, ValueError, AttributeError):
         return "failed" if job.status == JobStatus.FAILED else "unknown"
     return summary.get("status", "unknown")
@@ -93,7 +96,6 @@ class AblateSweeper(BasicSweeper):
     def write_plan(self, sweep_dir: Path, arguments: list[str], jobs: list[list[str]]) -> None:
         """``sweep.json``: the command, the baseline and every run the sweep will make (reports use it to
         say which runs are missing)."""
-        from ablate.io import atomic_write_json
 
         planned = []
         for job in jobs:
@@ -102,10 +104,11 @@ class AblateSweeper(BasicSweeper):
         plan = {
             "name": self.config.sweep.get("name"),
             "baseline": self.config.sweep.get("baseline"),
-            "command": " ".join(["ablate-train", *arguments]),
+            # the command that reruns the sweep, Hydra's own overrides (launcher, folder) included
+            "command": shlex.join(["ablate-train", "-m", *self.config.hydra.overrides.hydra, *arguments]),
             "jobs": planned,
         }
-        atomic_write_json(sweep_dir / "sweep.json", plan)
+        atomic_write_json(sweep_dir / PLAN, plan)
 
     def sweep(self, arguments: list[str]) -> Any:
         jobs = self.job_overrides(arguments)
