@@ -211,6 +211,50 @@ def test_slurm_launcher_path_with_submitits_local_executor(tmp_path):
     assert slurm._target_.endswith("SlurmLauncher") and slurm.gpus_per_node == 1 and slurm.max_num_timeout == 3
 
 
+def _descendants(pid: int) -> dict[int, str]:
+    """Live descendants of ``pid`` with their command lines, read from /proc."""
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                found.update(_descendants(int(entry.name)))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+@pytest.mark.slow
+def test_a_preempted_slurm_job_is_requeued_and_resumes(tmp_path):
+    """Pre-emption as SLURM does it through submitit (USR2 to the job): the job checkpoints, is requeued,
+    and the requeued job resumes the run from its last checkpoint and finishes it."""
+    import signal
+    import time
+
+    sweep = tmp_path / "sweep"
+    run_dir = sweep / "run" / "seed=1"
+    proc = subprocess.Popen(
+        [str(BIN / "ablate-train"), "-m", "seed=1", "logger.mode=disabled", "trainer.max_steps=120",
+         "trainer.val_check_interval=20", "trainer.enable_progress_bar=false", "data.eval_batches=1",
+         "sample.max_new_tokens=4", "hydra/launcher=slurm_local", f"hydra.sweep.dir={sweep}"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    deadline = time.time() + 300
+    while not (run_dir / "checkpoints" / "last.ckpt").exists():
+        assert time.time() < deadline and proc.poll() is None, "the job never wrote a checkpoint"
+        time.sleep(0.5)
+    (task,) = [p for p, cmd in _descendants(proc.pid).items() if "submitit.core._submit" in cmd]
+    os.kill(task, signal.SIGUSR2)  # the pre-emption / timeout signal SLURM sends through submitit
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["steps"] == 120 and summary["resumed"] == 1
+    logs = "".join(p.read_text() for p in (sweep / ".submitit").rglob("*_log.*"))
+    assert "this job is preempted" in logs and "Requeued job" in logs
+    assert "resuming its unfinished run" in logs
+
+
 @pytest.mark.slow
 def test_optuna_search_minimises_the_final_validation_loss(tmp_path):
     sweep = tmp_path / "search"
