@@ -51,6 +51,7 @@ class RunData:
     n_params: int | None = None
     max_steps: int | None = None
     command: str | None = None
+    version: str | None = None  # ablate's version and commit that made the run
     error: str | None = None
     steps: int | None = None
     val_loss_best: float | None = None
@@ -153,6 +154,8 @@ def run_from_wandb(
         sizes={k: model[k] for k in SIZES if k in model},
         n_params=config.get("n_params"),
         max_steps=(config.get("trainer") or {}).get("max_steps"),
+        command=config.get("command"),
+        error=summary.get("error"),
         wall_time_s=_number(summary.get("_runtime")),
         metrics=metrics,
         **record_fields(metrics),
@@ -593,8 +596,14 @@ def reproduce(report: Report) -> str:
     lines += [f"```bash\n{command}\n```"] if command else ["The sweep's command is not recorded here (wandb keeps no "
                                                            "sweep.json); each run's config holds its settings."]
     lines += ["", f"Run length: {' / '.join(map(str, steps)) or 'unknown'} steps (`max_steps`). "
-              f"Model sizes: {'; '.join(sizes) or 'unknown'}.", "", "This report:", "",
-              f"```bash\n{report.sweep.source}\n```"]
+              f"Model sizes: {'; '.join(sizes) or 'unknown'}."]
+    versions = sorted({r.version for r in runs if r.version})
+    if versions:
+        lines += ["", f"Code: ablate {', '.join(versions)} (version+commit, from the runs' records)."]
+    if command and "hydra/launcher=parallel" in command:
+        lines += ["", "Runs went two at a time on one machine (`hydra/launcher=parallel`, the cores split between "
+                      "them), so tokens/s is per run while sharing the machine; the losses do not depend on it."]
+    lines += ["", "This report:", "", f"```bash\n{report.sweep.source}\n```"]
     return "\n".join(lines)
 
 
