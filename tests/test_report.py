@@ -437,3 +437,32 @@ def test_wandb_records_give_the_same_report_as_the_local_files(compose_cfg, tmp_
     assert arms_table(wandbs.arms) == arms_table(ours.arms)
     assert write_report(remote, tmp_path / "w").read_text().split("## Reproduce")[0] == \
         write_report(local, tmp_path / "l").read_text().split("## Reproduce")[0]
+
+
+def test_plain_words_say_which_settings_matter_in_both_directions(tmp_path):
+    """Two models, A and B, and every setting swapped both ways, with effects built in: k1 hurts A and helps
+    B (a consistent winner), k2 hurts both (depends on the rest), k3 matters in A only, k4 not at all."""
+    root = tmp_path / "sweep"
+    effects = {  # arm -> final loss per seed (seeds 1, 2, 3)
+        "A": [1.00, 1.01, 1.02], "B": [2.00, 2.01, 2.02],
+        "A+k1=b": [1.30, 1.31, 1.32], "B+k1=a": [1.70, 1.71, 1.72],
+        "A+k2=b": [1.20, 1.21, 1.22], "B+k2=a": [2.20, 2.21, 2.22],
+        "A+k3=b": [1.10, 1.11, 1.12], "B+k3=a": [2.00, 2.03, 1.98],
+        "A+k4=b": [1.01, 0.99, 1.03], "B+k4=a": [2.01, 2.02, 1.99],
+    }
+    for arm, finals in effects.items():
+        for seed, final in enumerate(finals, 1):
+            write_run(root, arm, seed, final, layers=0)
+    write_plan(root, list(effects), [1, 2, 3], baseline="A")
+    text = write_report(load_local(root), tmp_path / "out").read_text()
+    plain = text.split("## Findings")[1].split("## Reproduce")[0]
+    assert plain.index("`B` ends at 2.0100 and `A` at 1.0100: +1.0000") < plain.index("k1")
+    lines = {line.split("**")[1]: line for line in plain.splitlines() if line.startswith("- **")}
+    assert lines["`k1` matters"].startswith("- **`k1` matters**: `b` is worse whichever model it goes into")
+    assert "in `A`, `k1=b` changes the loss by +0.3000" in lines["`k1` matters"]
+    assert "in `B`, `k1=a` changes the loss by -0.3000" in lines["`k1` matters"]
+    assert "k2" in lines["`k2` matters, but which value is better depends on the rest of the model"]
+    assert "in `A`, `k3=b` changes the loss by +0.1000" in lines["`k3` matters in one direction only"]
+    assert "which is not significant" in lines["`k3` matters in one direction only"]
+    assert "`k4` makes no measurable difference" in lines
+    assert next(iter(lines)) == "`k1` matters"  # the largest effect first

@@ -548,6 +548,58 @@ def _comparison(a: ArmStats, baseline: str | None) -> str:
     return f"`{a.arm}`{versus} by {_signed(d.diff)} (95% CI {_ci(d.ci, _signed)}, p = {_p(d.p)})"
 
 
+def swaps(arms: Sequence[ArmStats]) -> dict[str, tuple[ArmStats, ArmStats]]:
+    """Settings changed in both directions between two arms, keyed by setting: ``P+key=<Q's value>``
+    and ``Q+key=<P's value>``, each compared with its own parent (as ``seed_to_gpt2`` is built)."""
+    by_key: dict[str, list[ArmStats]] = {}
+    for a in arms:
+        head = a.arm.split(" ")[0]
+        if a.delta is None or "+" not in head or a.delta.p is None:
+            continue
+        parent, change = head.rsplit("+", 1)
+        if a.delta.reference.split(" ")[0] == parent:
+            by_key.setdefault(change.partition("=")[0], []).append(a)
+    return {k: (v[0], v[1]) for k, v in by_key.items() if len(v) == 2 and v[0].delta.reference != v[1].delta.reference}
+
+
+def _change(a: ArmStats) -> str:
+    parent, change = a.arm.split(" ")[0].rsplit("+", 1)
+    return f"in `{parent}`, `{change}` changes the loss by {_signed(a.delta.diff)} (p = {_p(a.delta.p)})"
+
+
+def plain_words(report: Report) -> str:
+    """One line per setting changed in both directions: does it matter, which value wins, by how much."""
+    lines = []
+    pairs = sorted(swaps(report.arms).items(), key=lambda kv: -max(abs(a.delta.diff) for a in kv[1]))
+    for key, (a, b) in pairs:
+        sig_a, sig_b = a.delta.p < ALPHA, b.delta.p < ALPHA
+        if sig_a and sig_b and (a.delta.diff > 0) != (b.delta.diff > 0):
+            worse = a if a.delta.diff > 0 else b  # the arm that took on the worse value
+            value = worse.arm.split(" ")[0].rsplit("=", 1)[1]
+            lines.append(f"- **`{key}` matters**: `{value}` is worse whichever model it goes into: "
+                         f"{_change(a)}; {_change(b)}.")
+        elif sig_a and sig_b:
+            lines.append(f"- **`{key}` matters, but which value is better depends on the rest of the model**: "
+                         f"{_change(a)}; {_change(b)}.")
+        elif sig_a or sig_b:
+            hit, other = (a, b) if sig_a else (b, a)
+            lines.append(f"- **`{key}` matters in one direction only**: {_change(hit)}; but {_change(other)}, "
+                         f"which is not significant.")
+        else:
+            lines.append(f"- **`{key}` makes no measurable difference**: {_change(a)}; {_change(b)}.")
+    if not lines:
+        return ""
+    by_name = {a.arm: a for a in report.arms}
+    heads = [
+        f"`{a.arm}` ends at {_loss(a.final.mean)} and `{a.delta.reference}` at "
+        f"{_loss(by_name[a.delta.reference].final.mean)}: {_signed(a.delta.diff)} (95% CI {_ci(a.delta.ci, _signed)}, "
+        f"p = {_p(a.delta.p)}, {a.final.n} seeds each)."
+        for a in report.arms if "+" not in a.arm and a.delta is not None and a.delta.p is not None
+    ]
+    return " ".join([*heads, "Setting by setting, each changed in both directions (final validation loss over the "
+                     f"whole split, lower is better; significant at p < {ALPHA}):"]) + "\n\n" + "\n".join(lines)
+
+
 def findings(report: Report) -> str:
     """The Findings paragraph, in words, from the numbers alone (so regenerating it gives the same text)."""
     arms, missing = report.arms, report.missing
@@ -667,7 +719,7 @@ def render_readme(report: Report, plots: Sequence[str]) -> str:
         note = f" The baseline `{report.sweep.baseline}` is not an arm here, so arms compare with `{report.baseline}`."
     sections = [
         f"# Sweep report: {report.sweep.name}",
-        f"## Findings\n\n{findings(report)}",
+        "## Findings\n\n" + "\n\n".join(filter(None, [plain_words(report), findings(report)])),
         reproduce(report),
         "## Arms\n\nOne row per arm; its seeds are its replicates. Δ is the arm's mean final validation loss (whole "
         "validation split, completed seeds) minus its reference's: its parent arm for `<parent>+<change>`, otherwise "
