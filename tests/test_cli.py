@@ -38,8 +38,8 @@ def one_line_error(result: subprocess.CompletedProcess) -> str:
     "args, expected",
     [
         (["model/activation=swish"], "error: unknown model/activation='swish'; choose one of: gelu, gelu_tanh, relu"),
-        (["model=gpt3"], "error: unknown model='gpt3'; choose one of: gpt2, seed"),
-        (["-m", "model/norm=pre,postt"], "error: unknown model/norm='postt'; choose one of: post, pre"),
+        (["model=gpt3"], "error: unknown model='gpt3'; choose one of: gpt2, modern, seed"),
+        (["-m", "model/norm=pre,postt"], "error: unknown model/norm='postt'; choose one of: parallel, post, pre"),
         (["model.n_embd=130"], "error: model.n_embd=130 is not divisible by model.n_head=4"),
         (["model.n_layer=0"], "error: model.n_layer=0 must be a positive integer"),
         (["data.path=/nonexistent/corpus.txt"], "error: data.path=/nonexistent/corpus.txt: no such file"),
@@ -113,11 +113,11 @@ def test_help_lists_every_slot(tmp_path):
     assert result.returncode == 0
     assert "model/activation: gelu, gelu_tanh, relu" in result.stdout
     assert "model/qkv: fused, per_head_shared" in result.stdout
-    assert "model: gpt2, seed" in result.stdout
+    assert "model: gpt2, modern, seed" in result.stdout
 
 
 def test_python_dash_m_works_too(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "ablate.train", "model/norm=sideways"], capture_output=True, text=True, timeout=120
     )
-    assert one_line_error(result) == "error: unknown model/norm='sideways'; choose one of: post, pre"
+    assert one_line_error(result) == "error: unknown model/norm='sideways'; choose one of: parallel, post, pre"

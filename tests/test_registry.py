@@ -10,7 +10,7 @@ from ablate.errors import ConfigError
 from ablate.registry import SLOTS
 from ablate.variants import describe
 
-SLOT_NAMES = ["positional", "norm", "activation", "attn_scale", "layernorm", "qkv", "init"]
+SLOT_NAMES = ["positional", "norm", "activation", "attn_scale", "layernorm", "qkv", "mlp", "qk_norm", "init"]
 
 
 def _group_options(group: str) -> list[str]:
@@ -31,7 +31,7 @@ def test_registry_and_config_group_agree(slot):
 
 def test_presets_pick_one_registered_variant_per_slot():
     presets = _group_options("model")
-    assert presets == ["gpt2", "seed"]
+    assert presets == ["gpt2", "modern", "seed"]
     for preset in presets:
         choices = preset_choices(preset)
         assert sorted(choices) == sorted(SLOT_NAMES), preset
@@ -57,7 +57,7 @@ def test_duplicate_name_is_refused_and_the_original_kept():
 
 
 def test_unknown_variant_names_the_valid_ones():
-    with pytest.raises(ConfigError, match=r"unknown model/norm='sideways'; choose one of: post, pre"):
+    with pytest.raises(ConfigError, match=r"unknown model/norm='sideways'; choose one of: parallel, post, pre"):
         SLOTS["norm"].get("sideways")
 
 
@@ -72,4 +72,4 @@ def test_ablate_variants_lists_every_variant_and_each_presets_pick():
         assert f"{slot.group}:" in text
         for name in slot.names():
             assert f"  {name} " in text
-    assert "post" in text and "[seed]" in text and "[gpt2]" in text
+    assert "post" in text and "[seed]" in text and "[modern]" in text and "[gpt2, modern]" in text

@@ -21,7 +21,14 @@ _CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c
 # GPT-2's released sizes: n_head cannot be read off the weights
 GPT2_HEADS = {768: 12, 1024: 16, 1280: 20, 1600: 25}
 # the slots GPT-2's weights fit
-GPT2_CHOICES = {"positional": "learned", "norm": "pre", "layernorm": "torch", "qkv": "fused"}
+GPT2_CHOICES = {
+    "positional": "learned",
+    "norm": "pre",
+    "layernorm": "torch",
+    "qkv": "fused",
+    "mlp": "standard",
+    "qk_norm": "none",
+}
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:

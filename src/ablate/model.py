@@ -46,6 +46,8 @@ class GPTConfig:
     attn_scale: dict = _default("head_dim")
     layernorm: dict = _default("torch")
     qkv: dict = _default("fused")
+    mlp: dict = _default("standard")
+    qk_norm: dict = _default("none")
     init: dict = _default("gpt2")
 
     def __post_init__(self) -> None:

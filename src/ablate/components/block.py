@@ -1,7 +1,8 @@
 """Transformer blocks: the ``norm`` slot decides where the layer norms sit relative to the residual adds.
 
-Every block has the same parts under GPT-2's names (``ln_1 attn ln_2 mlp``); variants differ only in
-how ``forward`` wires them, and in whether the model needs a final norm (``ln_f``) before the head.
+Every block has the same parts under GPT-2's names (``ln_1 attn ln_2 mlp``), except that a block whose
+sublayers share one norm has no ``ln_2``; variants differ only in how ``forward`` wires them, and in
+whether the model needs a final norm (``ln_f``) before the head.
 """
 
 from __future__ import annotations
@@ -12,24 +13,11 @@ import torch
 from torch import nn
 
 from ablate.components.attention import CausalSelfAttention
-from ablate.components.slots import activation, layernorm, norm
+from ablate.components.slots import layernorm, mlp, norm
 
 if TYPE_CHECKING:
     from ablate.components.positional import Positional
     from ablate.model import GPTConfig
-
-
-class MLP(nn.Module):
-    """Position-wise feed-forward: C → 4C → activation → C."""
-
-    def __init__(self, cfg: GPTConfig) -> None:
-        super().__init__()
-        self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
-        self.act = activation.build(cfg.activation)
-        self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)  # writes into the residual stream
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.c_proj(self.act(self.c_fc(x)))
 
 
 class Block(nn.Module):
@@ -37,13 +25,17 @@ class Block(nn.Module):
 
     #: whether the model applies a final layer norm (ln_f) after the last block
     final_norm: bool
+    #: whether the MLP has its own norm (ln_2); a block that feeds ln_1's output to both sublayers has
+    #: none, since a norm that no path uses would be a parameter without a gradient
+    has_ln_2: bool = True
 
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
         self.ln_1 = layernorm.build(cfg.layernorm, cfg.n_embd, cfg.bias)
         self.attn = CausalSelfAttention(cfg)
-        self.ln_2 = layernorm.build(cfg.layernorm, cfg.n_embd, cfg.bias)
-        self.mlp = MLP(cfg)
+        if self.has_ln_2:
+            self.ln_2 = layernorm.build(cfg.layernorm, cfg.n_embd, cfg.bias)
+        self.mlp = mlp.build(cfg.mlp, cfg.n_embd, cfg.bias, cfg.activation)
         self.drop = nn.Dropout(cfg.dropout)
 
     def residual_projections(self) -> list[nn.Linear]:
@@ -73,3 +65,17 @@ class PostNormBlock(Block):
         x = self.drop(self.ln_1(x + self.attn(x, pos)))
         x = self.drop(self.ln_2(x + self.mlp(x)))
         return x
+
+
+@norm.register("parallel")
+class ParallelBlock(Block):
+    """GPT-J / PaLM: x + attn(ln_1(x)) + mlp(ln_1(x)), one norm shared by both sublayers, and a final norm.
+
+    Attention and MLP read the same normalised input, so they can run side by side; there is no ln_2."""
+
+    final_norm = True
+    has_ln_2 = False
+
+    def forward(self, x: torch.Tensor, pos: Positional) -> torch.Tensor:
+        h = self.ln_1(x)
+        return x + self.drop(self.attn(h, pos)) + self.drop(self.mlp(h))

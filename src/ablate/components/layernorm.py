@@ -1,5 +1,5 @@
-"""Layer-norm variants. Each keeps GPT-2's parameter names (``weight``, ``bias``) so that init and
-weight conversion treat every variant alike; a test checks that all variants share their state-dict keys."""
+"""Layer-norm variants. Each keeps GPT-2's parameter names (``weight``, and ``bias`` where it has one) so
+that init and weight conversion treat every variant alike; a test checks that no variant renames one."""
 
 import torch
 from torch import nn
@@ -34,3 +34,15 @@ class CustomLayerNorm(nn.Module):
         if self.bias is None:
             return xc * scale * self.weight
         return torch.addcmul(self.bias, xc * scale, self.weight)
+
+
+@layernorm.register("rms", eps=1e-6)
+class RMSNorm(nn.RMSNorm):
+    """PyTorch's nn.RMSNorm: x / sqrt(mean(x²) + eps) · weight, eps 1e-6; it has no bias and ignores model.bias.
+
+    No mean is subtracted and nothing is added back (Zhang & Sennrich 2019), so there is no bias to
+    have: the ``bias`` argument every layernorm variant receives is accepted and ignored. eps 1e-6 is
+    the original LLaMA's, Qwen's and OLMo-2's (GPT-2's LayerNorm uses 1e-5)."""
+
+    def __init__(self, ndim: int, bias: bool, eps: float) -> None:
+        super().__init__(ndim, eps=eps)

@@ -1,15 +1,20 @@
 """Positional variants.
 
-A positional variant is a module at ``transformer.wpe`` with two hooks, so variants that act at the
+A positional variant is a module at ``transformer.wpe`` with three hooks, so variants that act at the
 embedding (learned, sinusoidal) and variants that act inside attention (rotary, ALiBi) share one slot:
 
 - ``forward(x)`` adds position information to the token embeddings, ``(B, T, C) -> (B, T, C)``;
-- ``rotate(q, k)`` transforms queries and keys inside every attention layer, ``(B, nh, T, hs)`` each.
+- ``rotate(q, k)`` transforms queries and keys inside every attention layer, ``(B, nh, T, hs)`` each;
+- ``attn_bias(T, device, dtype)`` returns a float ``(nh, T, T)`` bias added to the attention scores,
+  causal ``-inf`` included, or None (the default): attention then runs with ``is_causal=True`` and
+  no mask is ever built.
 
-Each hook defaults to the identity.
+``forward`` and ``rotate`` default to the identity.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -32,6 +37,11 @@ class Positional(nn.Module):
 
     def rotate(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return q, k
+
+    def attn_bias(self, T: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor | None:
+        """A float ``(nh, T, T)`` bias for the attention scores that already holds the causal ``-inf``;
+        None keeps attention on SDPA's ``is_causal=True`` path, where no T×T mask exists."""
+        return None
 
 
 @positional.register("none")
@@ -87,3 +97,78 @@ class SinusoidalPositional(Positional):
         table = self.table if T <= self.table.size(0) else sinusoidal_table(T, self.n_embd).to(x.device)
         return x + table[:T].to(x.dtype)  # (B, T, C) + (T, C)
 
+
+@positional.register("rotary", base=10000.0)
+class RotaryPositional(Positional):
+    """RoPE: rotates each (q, k) channel pair (i, i + hs/2) by angle t·base^(-2i/hs) at position t.
+
+    A rotation by t·θ of q at position m and k at position n leaves q·k depending on m − n only
+    (Su et al. 2021, "RoFormer"). Channels pair as (i, i + hs/2), GPT-NeoX's and Hugging Face Llama's
+    layout, rather than RoFormer's interleaved (2i, 2i + 1): the same model up to a permutation of
+    q and k's channels, and two contiguous halves instead of strided ones. No parameters; it works
+    for any length: cos/sin are cached up to block_size and computed on the fly beyond it.
+    """
+
+    def __init__(self, n_embd: int, n_head: int, block_size: int, base: float) -> None:
+        super().__init__(n_embd, n_head, block_size)
+        hs = n_embd // n_head
+        if hs % 2:
+            raise ConfigError(
+                f"model/positional=rotary rotates channel pairs, so it needs an even head size; "
+                f"model.n_embd={n_embd} / model.n_head={n_head} = {hs}"
+            )
+        self.head_size = hs
+        self.base = base
+        cos, sin = self.cos_sin(block_size)
+        # Not persistent: functions of the sizes, so checkpoints need not carry them.
+        self.register_buffer("cos", cos, persistent=False)  # (block_size, hs/2)
+        self.register_buffer("sin", sin, persistent=False)
+
+    def cos_sin(self, length: int, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin of the angles t·θ_i, θ_i = base^(-2i/hs), each ``(length, hs/2)``."""
+        # float64 so that angles at long positions keep their precision before the cast
+        theta = self.base ** (-torch.arange(0, self.head_size, 2, dtype=torch.float64, device=device) / self.head_size)
+        angle = torch.arange(length, dtype=torch.float64, device=device).unsqueeze(1) * theta  # (length, hs/2)
+        return angle.cos().float(), angle.sin().float()
+
+    def rotate(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        T = q.size(-2)
+        cos, sin = (self.cos[:T], self.sin[:T]) if T <= self.cos.size(0) else self.cos_sin(T, q.device)
+        cos, sin = cos.to(q.dtype), sin.to(q.dtype)  # q's dtype: SDPA needs q, k and v alike under autocast
+        return _rotate_pairs(q, cos, sin), _rotate_pairs(k, cos, sin)
+
+
+def _rotate_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate each channel pair (x1_i, x2_i) = (x_i, x_{i+hs/2}) by the angle whose cos/sin are given."""
+    x1, x2 = x.chunk(2, dim=-1)  # each (B, nh, T, hs/2)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)  # (B, nh, T, hs)
+
+
+def alibi_slopes(n_head: int) -> list[float]:
+    """ALiBi's head slopes: 2^(-8i/n) for i = 1..n when n is a power of two; otherwise the slopes of
+    the nearest lower power of two p, then every other slope of 2p, as the paper's reference code does."""
+    if math.log2(n_head).is_integer():
+        return [2 ** (-8 * i / n_head) for i in range(1, n_head + 1)]
+    p = 2 ** math.floor(math.log2(n_head))
+    return alibi_slopes(p) + alibi_slopes(2 * p)[0::2][: n_head - p]
+
+
+@positional.register("alibi")
+class ALiBiPositional(Positional):
+    """ALiBi: adds slope_h · (j − i) to head h's score of query i for key j ≤ i, −inf for j > i (Press et al. 2022).
+
+    The bias penalises attention linearly with distance, at a different geometric rate per head
+    (see ``alibi_slopes``); no embeddings and no parameters, so it works at any length.
+    """
+
+    def __init__(self, n_embd: int, n_head: int, block_size: int) -> None:
+        super().__init__(n_embd, n_head, block_size)
+        # Not persistent: a function of n_head, so checkpoints need not carry it.
+        self.register_buffer("slopes", torch.tensor(alibi_slopes(n_head)), persistent=False)  # (nh,)
+
+    def attn_bias(self, T: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        pos = torch.arange(T, device=device)
+        distance = pos.unsqueeze(0) - pos.unsqueeze(1)  # (T, T): j - i, negative for past keys
+        bias = self.slopes.to(device).view(-1, 1, 1) * distance  # (nh, T, T), in float32
+        # the causal mask lives in the bias: SDPA gets one float mask instead of is_causal=True
+        return bias.masked_fill(distance > 0, float("-inf")).to(dtype)
