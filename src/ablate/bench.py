@@ -661,7 +661,8 @@ def _size_markdown(name: str, s: dict[str, Any], device: str) -> list[str]:
           _x(r["ratio_tokens_per_s"]) + (" ⚠" if r["suspect"] else ""), f"{r['memory_bytes'] / 2**20:.1f}",
           _x(r["ratio_memory_bytes"]), _x(r["ratio_matrix_flops"]), r["note"]] for r in s["variants"]])
     lines += ["### FLOPs", "",
-              f"`LitGPT.flops_per_token` (6·N_linear + 12·L·C·T) = {f['flops_per_token'] / 1e6:.2f} MFLOPs × "
+              f"`LitGPT.flops_per_token` (forward + backward, counted by PyTorch's FLOP counter on a meta copy of the "
+              f"model, attention included) = {f['flops_per_token'] / 1e6:.2f} MFLOPs × "
               f"{f['tokens_per_s']:,.0f} tokens/s (the `gpt2` rows) = {f['flops_per_s'] / 1e9:,.1f} GFLOP/s: "
               f"{100 * f['fraction_of_matmul_rate']:.1f}% of the measured {'bf16' if device == 'cuda' else 'fp32'} "
               f"matrix-product rate"

@@ -165,7 +165,9 @@ class LitGPT(L.LightningModule):
         cfg = self.hparams.optim
         return torch.optim.AdamW(
             self.model.optimizer_groups(cfg["weight_decay"]),
-            lr=cfg["lr"], betas=tuple(cfg["betas"]), eps=cfg["eps"], fused=cfg.get("fused"),
+            lr=cfg["lr"], betas=tuple(cfg["betas"]), eps=cfg["eps"],
+            # one fused kernel for the whole update on GPUs; PyTorch's default (foreach) elsewhere
+            fused=cfg["fused"] if cfg.get("fused") is not None else self.device.type == "cuda",
         )
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
