@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ablate.config import preset_choices
 from ablate.errors import ConfigError, DataError
 from ablate.lit import LitGPT, lr_factor
 from ablate.train import run, wandb_mode
@@ -85,9 +86,9 @@ def test_checkpoint_rebuilds_any_variant(compose_cfg, tmp_path):
     run(cfg, tmp_path)
     module = LitGPT.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt", weights_only=True).eval()
     assert module.model.config.choices() == {
-        "positional": "sinusoidal", "norm": "post", "activation": "relu", "attn_scale": "embed_size",
-        "layernorm": "custom", "qkv": "per_head_shared", "init": "torch_default",
+        **preset_choices("seed"), "positional": "sinusoidal", "layernorm": "custom",
     }
+    assert module.model.config.choices()["qkv"] == "per_head_shared"  # the seed's, rebuilt
     state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     for key, value in module.state_dict().items():
         assert torch.equal(value, state[key]), key
