@@ -5,8 +5,6 @@ Every checkpoint is loaded with ``torch.load(weights_only=True)``: loading never
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ablate.errors import CheckpointError
+from ablate.io import atomic_open
 
 LAST = "last.ckpt"
 
@@ -25,18 +24,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     the write leaves the previous checkpoint whole and no half-written file behind."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_open(path) as f:
+            torch.save(checkpoint, f)
 
     def load_checkpoint(self, path: str | Path, map_location: Any = None, weights_only: bool | None = True) -> Any:
         return load_checkpoint(path, map_location)

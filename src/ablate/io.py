@@ -5,31 +5,40 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 # what every run writes in its folder, and what a sweep writes in its own (read by ablate-report)
 SUMMARY, METRICS, SAMPLES, PLAN = "summary.json", "metrics.csv", "samples.txt", "sweep.json"
-# a run's status; a relaunched sweep skips FINISHED runs and resumes the others
-STATUSES = ("running", "completed", "diverged", "failed", "interrupted")
+# a run's status is running, completed, diverged, failed or interrupted; a relaunched sweep skips
+# FINISHED runs and resumes the others
 FINISHED = ("completed", "diverged")
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, fsync it, then rename it over ``path``."""
+@contextmanager
+def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """A binary file to write ``path`` through: a temporary file beside it, fsynced and renamed over it
+    when the block ends; if the block raises, ``path`` keeps its old contents and the temporary goes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode open() would
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_open(path) as f:
+        f.write(data)
 
 
 def _umask() -> int:

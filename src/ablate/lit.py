@@ -77,8 +77,11 @@ class LitGPT(L.LightningModule):
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         x, y = batch[:, :-1], batch[:, 1:]  # (B, T) each
         _, loss = self.model(x, y)
-        self.log("train/loss", loss, prog_bar=True)
-        self.log("train/lr", self.optimizers().param_groups[0]["lr"])
+        # Lightning passes step values to the loggers only every log_every_n_steps; logging on the other
+        # steps would cost time on every step for values that are dropped (as its ThroughputMonitor does).
+        if self.trainer._logger_connector.should_update_logs:
+            self.log("train/loss", loss, prog_bar=True)
+            self.log("train/lr", self.optimizers().param_groups[0]["lr"])
         return loss
 
     def _diagnostics_due(self) -> bool:

@@ -115,13 +115,9 @@ class GPT(nn.Module):
     def residual_projections(self) -> list[nn.Linear]:
         return [proj for block in self.transformer.h for proj in block.residual_projections()]
 
-    def num_params(self, non_embedding: bool = False) -> int:
-        """Parameter count (tied weights once); ``non_embedding`` leaves out the token and position tables."""
-        n = sum(p.numel() for p in self.parameters())
-        if non_embedding:
-            n -= sum(p.numel() for p in self.transformer.wte.parameters())
-            n -= sum(p.numel() for p in self.transformer.wpe.parameters())
-        return n
+    def num_params(self) -> int:
+        """Parameter count, tied weights counted once."""
+        return sum(p.numel() for p in self.parameters())
 
     def forward(
         self, idx: torch.Tensor, targets: torch.Tensor | None = None
