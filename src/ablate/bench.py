@@ -82,7 +82,14 @@ NOTES = {
     ("norm", "post"): "no final layer norm",
     ("positional", "none"): "no position add",
     ("positional", "sinusoidal"): "fixed table, no gradient",
+    ("positional", "rotary"): "rotates q and k in every layer (elementwise)",
+    ("positional", "alibi"): "score bias as a float mask: no flash kernel",
+    ("norm", "parallel"): "one norm per block instead of two",
     ("qkv", "per_head_shared"): "hs→hs projections, shared by heads",
+    ("mlp", "swiglu"): "gate × up and SiLU (elementwise)",
+    ("mlp", "geglu"): "gate × up and erf GELU (elementwise)",
+    ("mlp", "reglu"): "gate × up and ReLU (elementwise)",
+    ("qk_norm", "rms"): "two RMSNorms per layer, on q and k (elementwise)",
 }
 
 
