@@ -58,12 +58,12 @@ def curve(final: float, layers: int = 0) -> dict[int, dict[str, float]]:
 
 def write_run(root: Path, arm: str, seed: int, final: float | None, *, status: str = "completed",
               best: float | None = None, error: str | None = None, choices: dict | None = None,
-              n_params: int = 1000, tokens: float = 100.0, layers: int | None = None, folder: str = "") -> Path:
+              flags: dict | None = None, n_params: int = 1000, tokens: float = 100.0, layers: int | None = None, folder: str = "") -> Path:
     out = root / folder / arm.replace(" ", "_") / f"seed={seed}"
     out.mkdir(parents=True)
     summary = {
         "run_id": f"{arm}-{seed}", "name": f"{arm}-s{seed}", "sweep": "syn", "arm": arm, "baseline": None,
-        "preset": "gpt2", "choices": choices or {"norm": "pre"},
+        "preset": "gpt2", "choices": choices or {"norm": "pre"}, "flags": flags or {"bias": True},
         "sizes": {"n_layer": 2, "n_head": 2, "n_embd": 16, "block_size": 16}, "n_params": n_params,
         "seed": seed, "max_steps": 30, "command": f"ablate-train seed={seed}", "status": status,
         "steps": 30, "val_loss_best": best if best is not None else final, "val_loss_final": final,
@@ -291,6 +291,21 @@ def test_an_incomplete_factorial_is_not_analysed(tmp_path):
     assert "largest main effect" not in readme
 
 
+def test_runs_that_differ_in_a_flag_are_never_pooled_into_one_cell(tmp_path):
+    """Named arms (gpt2_to_modern's) that change a flag, not a slot: bias is an axis of its own, so the four
+    slot combinations below are not a complete 2x2 design (the bias=off runs would otherwise be pooled)."""
+    for arm, norm, act, bias, final in [("a", "pre", "gelu", True, 1.0), ("a+bias=off", "pre", "gelu", False, 1.5),
+                                        ("b", "post", "gelu", True, 2.0), ("c", "pre", "relu", True, 3.0),
+                                        ("d", "post", "relu", True, 4.0)]:
+        for seed in (1, 2):
+            write_run(tmp_path, arm, seed, final, choices={"norm": norm, "activation": act}, flags={"bias": bias})
+    design = Report.build(load_local(tmp_path)).design
+    assert design.axes == {"norm": ["pre", "post"], "activation": ["gelu", "relu"], "bias": ["True", "False"]}
+    assert not design.complete and design.cells[("pre", "gelu", "True")] == 1.0
+    assert design.cells[("pre", "gelu", "False")] == 1.5
+    assert "largest main effect" not in write_report(load_local(tmp_path), tmp_path / "out").read_text()
+
+
 # -- plots ----------------------------------------------------------------------------------------
 def assert_png(path: Path, min_width: int) -> None:
     assert path.read_bytes()[:8] == PNG
@@ -425,7 +440,9 @@ def test_wandb_records_give_the_same_report_as_the_local_files(compose_cfg, tmp_
     config, summary, history, name = wandb_run(tmp_path / "run")
     remote = Sweep(name=local.name, runs=[run_from_wandb(config, summary, history, name)], baseline=local.baseline)
     (mine,), (theirs,) = local.runs, remote.runs
-    for key in ("arm", "seed", "status", "name", "preset", "choices", "sizes", "n_params", "max_steps", "steps",
+    assert mine.flags == {"dropout": 0.0, "attn_dropout": 0.0, "bias": True, "tie_embeddings": True,
+                          "lm_head_bias": False}
+    for key in ("arm", "seed", "status", "name", "preset", "choices", "flags", "sizes", "n_params", "max_steps", "steps",
                 "val_loss_best", "val_loss_last", "val_loss_final", "tokens_per_sec"):
         assert getattr(theirs, key) == getattr(mine, key), key
     assert mine.val_loss_final is not None and mine.tokens_per_sec > 0 and mine.arm == "a"

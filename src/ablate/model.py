@@ -20,6 +20,8 @@ from ablate.components.block import Block
 from ablate.errors import ConfigError
 from ablate.registry import SLOTS
 
+SIZES = ("vocab_size", "n_layer", "n_head", "n_embd", "block_size")
+
 
 def _default(name: str) -> Any:
     return field(default_factory=lambda: {"name": name})
@@ -51,7 +53,7 @@ class GPTConfig:
     init: dict = _default("gpt2")
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "n_layer", "n_head", "n_embd", "block_size"):
+        for name in SIZES:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"model.{name}={value!r} must be a positive integer")
@@ -86,6 +88,11 @@ class GPTConfig:
     def choices(self) -> dict[str, str]:
         """The variant chosen for each slot, e.g. ``{"positional": "learned", "norm": "pre", ...}``."""
         return {name: getattr(self, name)["name"] for name in SLOTS}
+
+    def flags(self) -> dict[str, Any]:
+        """The architecture settings that are neither sizes nor slots (``bias``, ``tie_embeddings``,
+        ``lm_head_bias``, the dropouts): with ``choices()``, what tells two architectures of one size apart."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in SLOTS and f.name not in SIZES}
 
 
 class GPT(nn.Module):

@@ -47,6 +47,7 @@ class RunData:
     baseline: str | None = None
     preset: str | None = None
     choices: dict[str, str] = field(default_factory=dict)
+    flags: dict[str, Any] = field(default_factory=dict)  # bias, tie_embeddings, ...: architecture beyond the slots
     sizes: dict[str, int] = field(default_factory=dict)
     n_params: int | None = None
     max_steps: int | None = None
@@ -151,6 +152,7 @@ def run_from_wandb(
         baseline=sweep.get("baseline"),
         preset=config.get("preset"),
         choices={k: v["name"] for k, v in model.items() if isinstance(v, dict) and "name" in v},
+        flags=config.get("flags") or {},
         sizes={k: model[k] for k in SIZES if k in model},
         n_params=config.get("n_params"),
         max_steps=(config.get("trainer") or {}).get("max_steps"),
@@ -432,10 +434,12 @@ class Design:
 
 
 def factorial_design(runs: Sequence[RunData]) -> Design | None:
-    """The design over every key (slot choices and ``key=value`` arm labels) that varies across runs;
-    None when fewer than two vary."""
+    """The design over every key (slot choices, architecture flags and ``key=value`` arm labels) that varies
+    across runs; None when fewer than two vary. Flags count, so that runs differing only in, say, ``bias``
+    are never pooled into one cell."""
     labels = [label_levels(r.arm) for r in runs]
-    levels = [{**lb, **r.choices, **lb} for r, lb in zip(runs, labels)]  # the labels' order first, their values win
+    # the labels' order first, their values win
+    levels = [{**lb, **r.choices, **{k: str(v) for k, v in r.flags.items()}, **lb} for r, lb in zip(runs, labels)]
     if not levels:
         return None
     common = [k for k in levels[0] if all(k in lv for lv in levels)]

@@ -180,6 +180,7 @@ def run(cfg: DictConfig, output_dir: str | Path, callbacks: list[Any] | None = N
             "baseline": cfg.sweep.baseline,
             "preset": cfg.model.get("preset"),
             "choices": choices,
+            "flags": gpt.config.flags(),
             "sizes": {k: cfg.model[k] for k in ("n_layer", "n_head", "n_embd", "block_size")},
             "vocab_size": gpt.config.vocab_size,
             "tokenizer": datamodule.kind,
@@ -202,7 +203,7 @@ def run(cfg: DictConfig, output_dir: str | Path, callbacks: list[Any] | None = N
     loggers: list[Any] = [record]
     mode = wandb_mode(cfg.logger.mode)
     if mode != "disabled":
-        loggers.append(_wandb_logger(cfg, mode, name, output_dir, choices, gpt.num_params(), previous))
+        loggers.append(_wandb_logger(cfg, mode, name, output_dir, summary, previous))
         record.summary["wandb_id"] = loggers[-1].version
     interrupt = CheckpointOnInterrupt(ckpt_path)
     trainer = instantiate(
@@ -253,8 +254,7 @@ def run(cfg: DictConfig, output_dir: str | Path, callbacks: list[Any] | None = N
 
 
 def _wandb_logger(
-    cfg: DictConfig, mode: str, name: str, output_dir: Path, choices: dict[str, str], n_params: int,
-    previous: dict[str, Any],
+    cfg: DictConfig, mode: str, name: str, output_dir: Path, summary: dict[str, Any], previous: dict[str, Any]
 ) -> Any:
     import torch
     import wandb
@@ -262,13 +262,13 @@ def _wandb_logger(
 
     return WandbLogger(
         project=cfg.logger.project, entity=cfg.logger.entity, group=cfg.logger.group, name=name,
-        tags=[*cfg.logger.tags, *(f"{slot}={c}" for slot, c in choices.items())],
+        tags=[*cfg.logger.tags, *(f"{slot}={c}" for slot, c in summary["choices"].items())],
         save_dir=str(output_dir), mode=mode,
         id=previous.get("wandb_id"),  # a resumed run continues its wandb run
-        # flat keys per slot, so the wandb UI can group and filter runs by component
+        # flat keys per slot, so the wandb UI can group and filter runs by component (and by flags.bias, ...)
         config={
-            **choices, "arm": cfg.sweep.arm, "preset": cfg.model.get("preset"), "n_params": n_params,
-            "command": _command(cfg),
+            **summary["choices"], "flags": summary["flags"], "arm": cfg.sweep.arm, "preset": cfg.model.get("preset"),
+            "n_params": summary["n_params"], "command": summary["command"],
             **OmegaConf.to_container(cfg, resolve=True),
         },
         settings=wandb.Settings(x_disable_stats=not torch.cuda.is_available(), silent=True),
