@@ -50,8 +50,15 @@ def test_short_run_writes_its_record_and_an_offline_wandb_run(compose_cfg, tmp_p
     assert saved["choices"]["norm"] == "post" and saved["choices"]["activation"] == "gelu_tanh"
     assert saved["name"] == "gpt2-norm=post-s1337"
     assert saved["n_params"] == 809856 - 2 * 128  # post-norm has no final layer norm (weight + bias)
-    assert saved["tokens_per_sec"] > 0
     rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+    # every row is a training step that logged (steps 4, 9, ... with log_every_n_steps=5) or the final evaluation;
+    # evaluation batches never show up as steps of their own
+    assert [int(r["step"]) for r in rows] == [*range(4, 30, 5), 30]
+    assert not [k for k in rows[0] if k.startswith("validate/")]
+    # tokens/s counts training time alone: evaluations (3 of them, and the final one) are not in it
+    train_time = float(rows[-2]["train/time"])
+    assert saved["tokens_per_sec"] == pytest.approx(float(rows[-2]["train/lengths"]) / train_time, rel=1e-3)
+    assert 0 < train_time < saved["wall_time_s"]
     val = [float(r["val/loss"]) for r in rows if r.get("val/loss")]
     assert len(val) == 3 and saved["val_loss_best"] == min(val) and saved["val_loss_last"] == val[-1]
     assert val[-1] < math.log(65)  # it learned something: below the uniform guess

@@ -4,12 +4,16 @@ rebuilds any variant from the hyperparameters saved in the checkpoint."""
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.fabric.utilities.throughput import measure_flops
+from lightning.pytorch.callbacks import ThroughputMonitor
+from lightning.pytorch.trainer.states import RunningStage, TrainerFn
+from lightning.pytorch.utilities import rank_zero_only
 
 from ablate.checkpoints import check_compatible, load_checkpoint
 from ablate.convert import load_gpt2_weights, load_state_dict_file
@@ -36,6 +40,29 @@ def lr_factor(step: int, lr: float, min_lr: float, warmup_steps: int, decay_step
     return (min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (lr - min_lr)) / lr
 
 
+class TrainingThroughput(ThroughputMonitor):
+    """Lightning's ThroughputMonitor (tokens/s, FLOP/s, MFU), for training alone. The parent also times each
+    evaluation batch and logs it at the evaluation's running batch count as if that were a training step
+    (rows at steps 10, 20, ... of metrics.csv, and in wandb's ``trainer/global_step``); here an evaluation
+    only pauses the training clock, so training throughput excludes it as before."""
+
+    def __init__(self) -> None:
+        super().__init__(batch_size_fn=lambda b: b.size(0), length_fn=lambda b: b.size(0) * (b.size(1) - 1))
+        self._paused_at = 0.0
+
+    @rank_zero_only
+    def on_validation_start(self, trainer: L.Trainer, *_: Any) -> None:
+        self._paused_at = time.perf_counter()
+
+    def on_validation_batch_end(self, *_: Any, **__: Any) -> None:
+        pass
+
+    @rank_zero_only
+    def on_validation_end(self, trainer: L.Trainer, *_: Any) -> None:
+        if trainer.state.fn == TrainerFn.FITTING and RunningStage.TRAINING in self._t0s:
+            self._t0s[RunningStage.TRAINING] += time.perf_counter() - self._paused_at
+
+
 class LitGPT(L.LightningModule):
     def __init__(
         self,
@@ -52,7 +79,7 @@ class LitGPT(L.LightningModule):
             self._init_from(Path(model["init_from"]).expanduser())
         if model.get("compile"):
             self.model.compile()  # compiles forward in place; parameter names stay as they are
-        self.flops_per_token = training_flops_per_token(self.model.config)  # ThroughputMonitor reads it
+        self.flops_per_token = training_flops_per_token(self.model.config)  # TrainingThroughput reads it
         self.best_val_loss = math.inf
         self.diverged: str | None = None  # why the run stopped early, if it diverged
         self._first_batch = True

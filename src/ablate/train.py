@@ -121,11 +121,11 @@ def run(cfg: DictConfig, output_dir: str | Path, callbacks: list[Any] | None = N
     import lightning as L
     import torch
     from hydra.utils import instantiate
-    from lightning.pytorch.callbacks import ModelCheckpoint, ThroughputMonitor
+    from lightning.pytorch.callbacks import ModelCheckpoint
 
     from ablate.checkpoints import LAST, AtomicCheckpointIO, CheckpointOnInterrupt, check_compatible, load_checkpoint
     from ablate.data import TextDataModule
-    from ablate.lit import LitGPT
+    from ablate.lit import LitGPT, TrainingThroughput
     from ablate.records import RunRecord
 
     import_user_modules()
@@ -210,7 +210,7 @@ def run(cfg: DictConfig, output_dir: str | Path, callbacks: list[Any] | None = N
         cfg.trainer,
         logger=loggers,
         callbacks=[
-            ThroughputMonitor(batch_size_fn=lambda b: b.size(0), length_fn=lambda b: b.size(0) * (b.size(1) - 1)),
+            TrainingThroughput(),
             ModelCheckpoint(
                 dirpath=ckpt_path.parent, save_last=True, save_top_k=0, every_n_train_steps=cfg.checkpoint_every
             ),
