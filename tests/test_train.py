@@ -3,12 +3,14 @@
 import csv
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
 
 from ablate.config import preset_choices
 from ablate.errors import ConfigError, DataError
@@ -39,9 +41,25 @@ def wandb_records(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
+class RecordWrites(Callback):
+    """The global steps before which ``metrics.csv`` was found rewritten (atomic writes: a new file each time)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.last, self.changed_before = path, None, []
+
+    def on_train_batch_start(self, trainer, *args) -> None:
+        st = os.stat(self.path)
+        if self.last is not None and (st.st_ino, st.st_mtime_ns) != self.last:
+            self.changed_before.append(trainer.global_step)
+        self.last = (st.st_ino, st.st_mtime_ns)
+
+
 def test_short_run_writes_its_record_and_an_offline_wandb_run(compose_cfg, tmp_path):
     cfg = compose_cfg(*SHORT, "logger.mode=offline", "logger.group=unit", "model/norm=post")
-    summary = run(cfg, tmp_path)
+    writes = RecordWrites(tmp_path / "metrics.csv")
+    summary = run(cfg, tmp_path, callbacks=[writes])
+    # rewritten at each checkpoint and evaluation (every 10 steps), not at each logging step (every 5)
+    assert writes.changed_before == [10, 20]
 
     # the local record
     saved = json.loads((tmp_path / "summary.json").read_text())

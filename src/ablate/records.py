@@ -1,7 +1,8 @@
 """A run's local record, written in its output folder by every run, whatever the wandb mode.
 
 - ``summary.json``: what ran (choices, sizes, parameters, seed, command) and how it went (status,
-  best and final validation loss, tokens/s, wall time); rewritten atomically at every evaluation.
+  best and final validation loss, tokens/s, wall time); rewritten atomically at every evaluation, every
+  checkpoint and the end of the run (not at every logging step: that would cost time growing with the run).
 - ``metrics.csv``: every logged metric, one row per step, rewritten atomically with the summary.
 - ``samples.txt``: the text generated at each evaluation.
 
@@ -41,7 +42,7 @@ class RunRecord(Logger):
             self.start -= carried.get("wall_time_s", 0.0)  # wall time counts every attempt
             carried["resumed"] = old.get("resumed", 0) + 1
         self.summary: dict[str, Any] = {**summary, **carried, "status": "running"}
-        self.save()
+        self.write()
 
     @property
     def name(self) -> str:
@@ -76,7 +77,7 @@ class RunRecord(Logger):
         if "train/loss" in metrics:
             self.summary["steps"] = step + 1
         if any(k.startswith(("val/", "final/")) for k in metrics):
-            self.save()
+            self.write()
 
     @rank_zero_only
     def log_text(self, key: str, columns: list[str], data: list[list[Any]]) -> None:
@@ -84,8 +85,18 @@ class RunRecord(Logger):
             for step, text in data:
                 f.write(f"===== step {step} =====\n{text}\n\n")
 
-    @rank_zero_only
     def save(self) -> None:
+        """Lightning calls this after every ``log_metrics``; rewriting the files at every logging step would
+        cost time that grows with the run, so they are written at evaluations and at the end instead."""
+
+    @rank_zero_only
+    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
+        """A run resumed from this checkpoint finds every row up to it, even if killed before the next evaluation."""
+        self.write()
+
+    @rank_zero_only
+    def write(self) -> None:
+        """Rewrite ``summary.json`` and ``metrics.csv`` atomically with everything logged so far."""
         self.summary["wall_time_s"] = round(time.time() - self.start, 2)
         atomic_write_json(self.out_dir / SUMMARY, self.summary)
         keys = sorted({k for row in self.rows.values() for k in row})
@@ -100,14 +111,14 @@ class RunRecord(Logger):
     @rank_zero_only
     def finalize(self, status: str) -> None:
         """Lightning calls this after fit and after validate; the run's own status is set by ``close``."""
-        self.save()
+        self.write()
 
     @rank_zero_only
     def close(self, status: str, error: str | None = None) -> None:
         self.summary["status"] = status
         if error:
             self.summary["error"] = error
-        self.save()
+        self.write()
 
 
 def _read_rows(path: Path) -> dict[int, dict[str, float]]:
