@@ -121,7 +121,7 @@ def run(cfg: DictConfig, output_dir: str | Path, callbacks: list[Any] | None = N
     import lightning as L
     import torch
     from hydra.utils import instantiate
-    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 
     from ablate.checkpoints import LAST, AtomicCheckpointIO, CheckpointOnInterrupt, check_compatible, load_checkpoint
     from ablate.data import TextDataModule
@@ -215,6 +215,9 @@ def run(cfg: DictConfig, output_dir: str | Path, callbacks: list[Any] | None = N
                 dirpath=ckpt_path.parent, save_last=True, save_top_k=0, every_n_train_steps=cfg.checkpoint_every
             ),
             interrupt,
+            # Lightning's default redraws the bar up to 100 times a second from a thread that holds the GIL for
+            # ~2 ms a redraw on a slow CPU (in a terminal): a few percent of every step. 4 a second is plenty.
+            *([RichProgressBar(refresh_rate=4)] if cfg.trainer.enable_progress_bar else []),
             *(callbacks or []),
         ],
         plugins=[AtomicCheckpointIO()],
