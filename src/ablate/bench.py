@@ -609,6 +609,10 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     return [*lines, *("| " + " | ".join(str(cell) for cell in row) + " |" for row in rows), ""]
 
 
+def _gflops(flops_per_s: float) -> str:
+    return f"{flops_per_s / 1e9:,.0f}" if flops_per_s >= 1e10 else f"{flops_per_s / 1e9:.2g}"
+
+
 def _x(ratio: float) -> str:
     return f"{ratio:.2f}×"
 
@@ -699,8 +703,10 @@ def markdown(report: dict[str, Any]) -> str:
              f"- 1-minute load average at start: {report['load_avg_1min_start']:.2f}",
              f"- Timing: median of {report['steps']} steps per arm after {report['warmup']} warm-up step(s) per arm; "
              f"the arms of a comparison alternate step by step (A B A B ...), all in one process.",
-             f"- Matrix product {mm['n']}×{mm['n']}, best of 5: fp32 {mm['fp32'] / 1e9:,.0f} GFLOP/s, "
-             f"bf16 {mm['bf16'] / 1e9:,.0f} GFLOP/s", ""]
+             f"- Matrix product {mm['n']}×{mm['n']}, best of 5: fp32 {_gflops(mm['fp32'])} GFLOP/s, "
+             f"bf16 {_gflops(mm['bf16'])} GFLOP/s"
+             + (" (bf16 emulated: this CPU has no native bf16 matrix units)" if mm["bf16"] < mm["fp32"] / 4 else ""),
+             ""]
     for name, s in report["sizes"].items():
         lines += _size_markdown(name, s, report["device"])
     return "\n".join(lines)

@@ -87,7 +87,7 @@ class RunRecord(Logger):
 
     def save(self) -> None:
         """Lightning calls this after every ``log_metrics``; rewriting the files at every logging step would
-        cost time that grows with the run, so they are written at evaluations and at the end instead."""
+        cost time that grows with the run, so they are written at evaluations, checkpoints and the end instead."""
 
     @rank_zero_only
     def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
