@@ -14,7 +14,7 @@ from lightning.pytorch.callbacks import Callback
 
 from ablate.config import preset_choices
 from ablate.errors import ConfigError, DataError
-from ablate.lit import LitGPT, lr_factor
+from ablate.lit import LitGPT, RichBar, lr_factor
 from ablate.train import run, wandb_mode
 
 pytestmark = pytest.mark.slow
@@ -101,6 +101,31 @@ def test_short_run_writes_its_record_and_an_offline_wandb_run(compose_cfg, tmp_p
     assert logged["val/loss"] == pytest.approx(val, rel=1e-6)
     assert logged["final/loss"] == pytest.approx([saved["val_loss_final"]], rel=1e-6)
     assert len(logged["train/loss"]) == 6  # every 5 steps
+
+
+class RedrawThreads(Callback):
+    """The progress bar's redraw threads, as found during training and the final evaluation."""
+
+    def __init__(self) -> None:
+        self.threads: set = set()
+
+    def _grab(self, trainer, *_) -> None:
+        self.threads.add(trainer.progress_bar_callback.progress.live._refresh_thread)
+
+    on_train_batch_end = on_validation_batch_end = _grab
+
+
+def test_progress_bar_does_not_wait_for_its_redraw_thread(compose_cfg, tmp_path):
+    """Lightning's RichProgressBar joins its redraw thread when it stops, and the thread sleeps 1/refresh_rate s
+    between redraws; here 20 s. Ours tells the thread to end and goes on, so the run finishes while the
+    threads still sleep; Lightning's would have waited for each (and this test would find them gone)."""
+    cfg = compose_cfg(*SHORT, "trainer.max_steps=4", "trainer.enable_progress_bar=true", "logger.mode=disabled")
+    threads = RedrawThreads()
+    summary = run(cfg, tmp_path, callbacks=[RichBar(refresh_rate=0.05), threads])  # run() adds no bar of its own
+    assert summary["status"] == "completed"
+    assert len(threads.threads) == 2  # one for training, one for the final evaluation
+    for thread in threads.threads:
+        assert thread.done.is_set() and thread.is_alive()
 
 
 def test_checkpoint_rebuilds_any_variant(compose_cfg, tmp_path):

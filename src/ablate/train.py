@@ -121,11 +121,11 @@ def run(cfg: DictConfig, output_dir: str | Path, callbacks: list[Any] | None = N
     import lightning as L
     import torch
     from hydra.utils import instantiate
-    from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+    from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 
     from ablate.checkpoints import LAST, AtomicCheckpointIO, CheckpointOnInterrupt, check_compatible, load_checkpoint
     from ablate.data import TextDataModule
-    from ablate.lit import LitGPT, TrainingThroughput
+    from ablate.lit import LitGPT, RichBar, TrainingThroughput
     from ablate.records import RunRecord
 
     import_user_modules()
@@ -206,6 +206,7 @@ def run(cfg: DictConfig, output_dir: str | Path, callbacks: list[Any] | None = N
         loggers.append(_wandb_logger(cfg, mode, name, output_dir, summary, previous))
         record.summary["wandb_id"] = loggers[-1].version
     interrupt = CheckpointOnInterrupt(ckpt_path)
+    bar = cfg.trainer.enable_progress_bar and not any(isinstance(c, ProgressBar) for c in callbacks or [])
     trainer = instantiate(
         cfg.trainer,
         logger=loggers,
@@ -215,9 +216,8 @@ def run(cfg: DictConfig, output_dir: str | Path, callbacks: list[Any] | None = N
                 dirpath=ckpt_path.parent, save_last=True, save_top_k=0, every_n_train_steps=cfg.checkpoint_every
             ),
             interrupt,
-            # Lightning's default redraws the bar up to 100 times a second from a thread that holds the GIL for
-            # ~2 ms a redraw on a slow CPU (in a terminal): a few percent of every step. 4 a second is plenty.
-            *([RichProgressBar(refresh_rate=4)] if cfg.trainer.enable_progress_bar else []),
+            # ours unless the caller brings a progress bar (Lightning allows one)
+            *([RichBar()] if bar else []),
             *(callbacks or []),
         ],
         plugins=[AtomicCheckpointIO()],
