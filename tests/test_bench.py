@@ -4,11 +4,15 @@ Its numbers come from a tiny model on a shared machine, so none is asserted; onl
 
 import json
 import math
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
 
-from ablate.bench import main
+from ablate.bench import main, others_cpu_use
 from ablate.registry import SLOTS
 
 pytestmark = pytest.mark.slow  # real Lightning runs with offline wandb, like test_train.py; 15-20 s
@@ -35,6 +39,8 @@ def test_quick_benchmark_writes_a_complete_report(tmp_path):
     assert set(report["versions"]) == {"python", "torch", "lightning", "transformers", "ablate"}
     assert report["machine"]["cores"] >= 1 and report["machine"]["torch_threads"] >= 1
     assert report["matmul_flops_per_s"]["fp32"] > 0
+    assert report["others_cpu_use_start"] is None or report["others_cpu_use_start"] >= 0
+    assert "other processes' CPU use over 2 s" in markdown
 
     (size,) = report["sizes"].values()
     assert {"hf", "variants", "lightning", "flops"} <= set(size)
@@ -61,3 +67,27 @@ def test_quick_benchmark_writes_a_complete_report(tmp_path):
     assert len(found) >= 3 * len(registered)
     for path, value in found.items():
         assert isinstance(value, (int, float)) and math.isfinite(value) and value > 0, (path, value)
+
+
+def _spin(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/stat")
+def test_the_quiet_machine_check_sees_other_processes_and_not_its_own():
+    """The report's busy check counts another process's work, and not this process's own threads."""
+    spin = "import time\nend = time.perf_counter() + 3\nwhile time.perf_counter() < end: pass"
+    child = subprocess.Popen([sys.executable, "-c", spin])
+    try:
+        time.sleep(0.5)  # the child has started spinning
+        assert others_cpu_use(1.0) > 0.7  # one busy core
+    finally:
+        child.wait(timeout=30)
+    own = threading.Thread(target=_spin, args=(1.5,))
+    own.start()
+    try:
+        assert others_cpu_use(1.0) < 0.3  # this process kept a core busy, but it is not another process
+    finally:
+        own.join()

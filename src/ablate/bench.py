@@ -6,7 +6,7 @@ FLOPs, ``torch.compile`` and bf16, and writes ``<out>/<device>.md`` and ``<out>/
 
 Paired comparisons alternate their arms step by step (A B A B ...) after a warm-up and report medians,
 so a slow patch of the machine hits every arm alike. Run it on a quiet machine: with 2 cores, any other
-busy process slows a step many-fold (the report warns when the load average says one was running)::
+busy process slows a step many-fold (the report warns when another process used the CPUs at start)::
 
     ablate-bench                        # CPU: cpu-small and cpu-large; GPU: gpt2-small (bf16)
     ablate-bench --size cpu-small --no-compile --out /tmp/bench
@@ -56,17 +56,19 @@ LossFn = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 class Size:
     overrides: tuple[str, ...]  # on top of the real composed config (model=gpt2, tiny Shakespeare)
     run_steps: int  # steps of each whole training run in the Lightning-overhead section
+    repeats: int  # plain/Lightning run pairs per mode in that section (the median is reported)
 
 
 SIZES = {
     "quick": Size(("model.n_layer=2", "model.n_head=2", "model.n_embd=32", "model.block_size=64",
-                   "data.batch_size=8", "data.eval_batches=2", "sample.max_new_tokens=8"), 3),
+                   "data.batch_size=8", "data.eval_batches=2", "sample.max_new_tokens=8"), 3, 1),
     # nanoGPT's CPU baby GPT, the default config
-    "cpu-small": Size(("model/size=tiny", "data.batch_size=12"), 500),
+    # a whole run takes ~40 s here and its time drifts by a few percent: 4 pairs keep the median steady
+    "cpu-small": Size(("model/size=tiny", "data.batch_size=12"), 500, 4),
     "cpu-large": Size(("model.n_layer=6", "model.n_head=6", "model.n_embd=384", "model.block_size=256",
-                       "data.batch_size=8"), 100),
+                       "data.batch_size=8"), 100, 2),
     # GPT-2 small (124M) with GPT-2's BPE; batch 16 × 1024 fits an 80 GB GPU with room to spare
-    "gpt2-small": Size(("model/size=small", "data.tokenizer=gpt2", "data.batch_size=16"), 500),
+    "gpt2-small": Size(("model/size=small", "data.tokenizer=gpt2", "data.batch_size=16"), 500, 2),
 }
 DEVICE_OVERRIDES = {
     "cpu": ("trainer.accelerator=cpu",),
@@ -519,7 +521,8 @@ def bench_size(b: Bench, name: str, args: argparse.Namespace, rates: dict[str, f
         "hf": lambda: bench_hf(b, module, batches),
         "variants": lambda: bench_variants(b, overrides, module, batches),
         "bf16": lambda: bench_bf16(b, module, batches),
-        "lightning": lambda: bench_lightning(b, overrides, args.run_steps or SIZES[name].run_steps, args.repeats),
+        "lightning": lambda: bench_lightning(b, overrides, args.run_steps or SIZES[name].run_steps,
+                                             args.repeats or SIZES[name].repeats),
         "compile": lambda: bench_compile(b, module, batches),
     }
     for key, fn in sections.items():
@@ -544,7 +547,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=20, help="timed steps per arm of each paired comparison")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps per arm before timing")
     p.add_argument("--run-steps", type=int, help="steps of each whole training run (Lightning overhead)")
-    p.add_argument("--repeats", type=int, default=2, help="plain/Lightning run pairs per mode (median)")
+    p.add_argument("--repeats", type=int, help="plain/Lightning run pairs per mode (median; default: per size)")
     p.add_argument("--threads", type=int, help="torch threads (default: PyTorch's)")
     p.add_argument("--batch-size", type=int, help="override the size's batch size")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, help="time torch.compile (default: on)")
@@ -553,7 +556,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--out", default="reports/benchmarks", help="folder for <device>.md and <device>.json")
     args = p.parse_args(argv)
     if args.quick:
-        args.size, args.steps, args.warmup, args.repeats = "quick", 3, 1, 1
+        args.size, args.steps, args.warmup = "quick", 3, 1
     args.compile = not args.quick if args.compile is None else args.compile
     args.device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if args.device.type == "cuda" and not torch.cuda.is_available():
@@ -568,11 +571,28 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return args
 
 
+def others_cpu_use(seconds: float = 2.0) -> float | None:
+    """CPUs' worth of work that other processes did over ``seconds`` while this one slept (Linux's
+    /proc/stat less this process's own time; None elsewhere). Unlike the load average, which still
+    counts this process's start-up (importing torch and Lightning takes seconds of CPU), it sees only others."""
+
+    def busy_s() -> float:  # user, nice, system, irq, softirq, steal: all but idle and iowait
+        ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+        return (sum(ticks[:3]) + sum(ticks[5:8])) / os.sysconf("SC_CLK_TCK")
+
+    try:
+        before, own = busy_s(), sum(os.times()[:2])
+        time.sleep(seconds)
+        return max(0.0, busy_s() - before - (sum(os.times()[:2]) - own)) / seconds
+    except (OSError, ValueError):
+        return None
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point: measure everything, then write ``<out>/<device>.md`` and ``.json``."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    load = os.getloadavg()[0]  # before we add our own load
     args = parse_args(argv)
+    load, others = os.getloadavg()[0], others_cpu_use()
     try:
         import_user_modules()  # variants registered by the user are benchmarked too
     except AblateError as e:
@@ -587,12 +607,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     rates = {"fp32": probe.matmul_rate(n, torch.float32), "bf16": probe.matmul_rate(n, torch.bfloat16)}
     report: dict[str, Any] = {
         "command": " ".join(["ablate-bench", *argv]), "device": device.type, **environment(device),
-        "load_avg_1min_start": load, "warnings": [], "steps": args.steps, "warmup": args.warmup,
+        "load_avg_1min_start": load, "others_cpu_use_start": others, "warnings": [], "steps": args.steps,
+        "warmup": args.warmup,
         "matmul_flops_per_s": {**rates, "n": n}, "sizes": {},
     }
-    if load > 0.5:
-        report["warnings"].append(f"the 1-minute load average was {load:.2f} at start (over 0.5): another process "
-                                  f"was busy, so these timings are not to be trusted; rerun on a quiet machine")
+    if others is not None and others > 0.2 or others is None and load > 0.5:
+        busy = f"other processes used {others:.2f} CPUs" if others is not None else f"the load average was {load:.2f}"
+        report["warnings"].append(f"{busy} at start: another process was busy, so these timings are not to be "
+                                  f"trusted; rerun on a quiet machine")
     for name in args.size:
         # the size's training precision: bf16-mixed on GPUs (DEVICE_OVERRIDES), fp32 on CPUs
         b = Bench(device, torch.bfloat16 if device.type == "cuda" else None, args.steps, args.warmup)
@@ -700,7 +722,9 @@ def markdown(report: dict[str, Any]) -> str:
              f"- Machine: {m['cpu']}, {m['cores']} cores, {m['torch_threads']} torch threads, "
              f"GPU: {m['gpu'] or 'none'}",
              "- Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
-             f"- 1-minute load average at start: {report['load_avg_1min_start']:.2f}",
+             f"- At start: 1-minute load average {report['load_avg_1min_start']:.2f} (this process's start-up "
+             f"included); other processes' CPU use over 2 s " + (f"{report['others_cpu_use_start']:.2f} CPUs"
+             if report.get("others_cpu_use_start") is not None else "not measured (no /proc/stat)"),
              f"- Timing: median of {report['steps']} steps per arm after {report['warmup']} warm-up step(s) per arm; "
              f"the arms of a comparison alternate step by step (A B A B ...), all in one process.",
              f"- Matrix product {mm['n']}×{mm['n']}, best of 5: fp32 {_gflops(mm['fp32'])} GFLOP/s, "
