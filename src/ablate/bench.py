@@ -607,9 +607,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     rates = {"fp32": probe.matmul_rate(n, torch.float32), "bf16": probe.matmul_rate(n, torch.bfloat16)}
     report: dict[str, Any] = {
         "command": " ".join(["ablate-bench", *argv]), "device": device.type, **environment(device),
-        "load_avg_1min_start": load, "others_cpu_use_start": others, "warnings": [], "steps": args.steps,
-        "warmup": args.warmup,
-        "matmul_flops_per_s": {**rates, "n": n}, "sizes": {},
+        "load_avg_1min_start": load, "others_cpu_use_start": others, "warnings": [],
+        "steps": args.steps, "warmup": args.warmup, "matmul_flops_per_s": {**rates, "n": n}, "sizes": {},
     }
     if others is not None and others > 0.2 or others is None and load > 0.5:
         busy = f"other processes used {others:.2f} CPUs" if others is not None else f"the load average was {load:.2f}"
