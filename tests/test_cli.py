@@ -94,6 +94,7 @@ def test_a_variant_from_the_users_own_file_trains_through_ablate_train(tmp_path)
     assert summary["status"] == "completed" and summary["choices"]["activation"] == "swish_beta"
     assert summary["name"] == "gpt2-activation=swish_beta-s1337"
     assert "Outputs in" in result.stdout and "wandb sync" in result.stdout
+    assert "anonymous setting" not in result.stderr  # Lightning's anonymous=None is not passed on to wandb
 
     # ablate-sample rebuilds the model with the user's variant (beta from the checkpoint) and samples
     sample = cli("ablate-sample", str(out), "--max-new-tokens", "20", "--prompt", "ROMEO:", env=env)

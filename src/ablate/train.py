@@ -263,7 +263,7 @@ def _wandb_logger(
     import wandb
     from lightning.pytorch.loggers import WandbLogger
 
-    return WandbLogger(
+    logger = WandbLogger(
         project=cfg.logger.project, entity=cfg.logger.entity, group=cfg.logger.group, name=name,
         tags=[*cfg.logger.tags, *(f"{slot}={c}" for slot, c in summary["choices"].items())],
         save_dir=str(output_dir), mode=mode,
@@ -276,6 +276,11 @@ def _wandb_logger(
         },
         settings=wandb.Settings(x_disable_stats=not torch.cuda.is_available(), silent=True),
     )
+    # Lightning passes wandb.init(anonymous=None), which wandb 0.31 answers on every run with "The anonymous setting
+    # has no effect and will be removed"; left out, wandb uses its own default, as it would for None.
+    if logger._wandb_init.get("anonymous") is None:
+        logger._wandb_init.pop("anonymous", None)
+    return logger
 
 
 def _check_writable(output_dir: Path) -> None:
