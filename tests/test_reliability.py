@@ -142,7 +142,9 @@ def test_sigterm_saves_a_checkpoint_and_resume_continues(tmp_path):
 
 @pytest.mark.slow
 def test_sigkill_then_relaunch_resumes_from_the_last_checkpoint(tmp_path, compose_cfg):
-    args = [*SIGNAL_RUN[1:], "trainer.max_steps=60", "logger.mode=disabled", "model.dropout=0.1"]
+    # 100 steps: the record is written at evaluations and checkpoints (every 20), so the kill comes after step 40
+    # at the earliest, and the run must still have steps to go then, however slow the machine is
+    args = [*SIGNAL_RUN[1:], "trainer.max_steps=100", "logger.mode=disabled", "model.dropout=0.1"]
     out = tmp_path / "run"
     proc = cli(*args, f"hydra.run.dir={out}")
     wait_for(lambda: (out / "checkpoints" / "last.ckpt").exists() and steps_done(out) >= 30)
