@@ -555,6 +555,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="a tiny size, 3 steps each, no compile unless asked (tests)")
     p.add_argument("--out", default="reports/benchmarks", help="folder for <device>.md and <device>.json")
     args = p.parse_args(argv)
+    if args.repeats is not None and args.repeats < 1:
+        p.error(f"--repeats {args.repeats}: must be at least 1 (pairs of whole runs per mode)")
     if args.quick:
         args.size, args.steps, args.warmup = "quick", 3, 1
     args.compile = not args.quick if args.compile is None else args.compile
@@ -610,7 +612,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "load_avg_1min_start": load, "others_cpu_use_start": others, "warnings": [],
         "steps": args.steps, "warmup": args.warmup, "matmul_flops_per_s": {**rates, "n": n}, "sizes": {},
     }
-    if others is not None and others > 0.2 or others is None and load > 0.5:
+    if others > 0.2 if others is not None else load > 0.5:  # the load average only where /proc/stat is missing
         busy = f"other processes used {others:.2f} CPUs" if others is not None else f"the load average was {load:.2f}"
         report["warnings"].append(f"{busy} at start: another process was busy, so these timings are not to be "
                                   f"trusted; rerun on a quiet machine")
