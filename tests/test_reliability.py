@@ -44,6 +44,30 @@ def curves(run_dir: Path) -> list[tuple[str, str, str]]:
     return [(r["step"], r.get("train/loss", ""), r.get("val/loss", "")) for r in rows if r.get("train/loss") or r.get("val/loss")]
 
 
+class DiskAtEachCheckpoint(Callback):
+    """What a kill right after each checkpoint would leave: the step a relaunch resumes from, and the rows on disk."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.seen: list[tuple[int, list[tuple[str, str, str]]]] = []
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        self.seen.append((checkpoint["global_step"], curves(self.run_dir)))
+
+
+@pytest.mark.slow
+def test_a_kill_right_after_any_checkpoint_loses_no_logged_row(compose_cfg, tmp_path):
+    # a relaunch resumes after the checkpoint's step and never logs the steps before it again: their rows,
+    # the evaluation at the checkpoint's step included, must be on disk when the checkpoint is
+    disk = DiskAtEachCheckpoint(tmp_path)
+    run(compose_cfg(*RUN), tmp_path, callbacks=[disk])
+    final = curves(tmp_path)
+    assert [step for step, _ in disk.seen] == [10, 20, 30, 40]  # one checkpoint per evaluation
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["last.ckpt"]
+    for step, on_disk in disk.seen:
+        assert on_disk == [row for row in final if int(row[0]) < step], step
+
+
 @pytest.mark.slow
 def test_stop_and_resume_equals_an_uninterrupted_run_exactly(compose_cfg, tmp_path):
     whole = run(compose_cfg(*RUN), tmp_path / "whole")
@@ -136,14 +160,15 @@ def test_sigterm_saves_a_checkpoint_and_resume_continues(tmp_path):
     final = json.loads((out / "summary.json").read_text())
     assert final["status"] == "completed" and final["steps"] == 200 and final["resumed"] == 1
     assert "ignoring trainer.max_steps=999" in resumed.stdout  # resume continues the run as it was defined
+    assert "exists and is not empty" not in resumed.stderr  # Lightning's warning about the checkpoint it resumes
     assert final["wandb_id"] == summary["wandb_id"]  # the same wandb run continues
     assert len(list((out / "wandb").glob("offline-run-*"))) == 2  # one per attempt, one run id: wandb sync merges
 
 
 @pytest.mark.slow
 def test_sigkill_then_relaunch_resumes_from_the_last_checkpoint(tmp_path, compose_cfg):
-    # 100 steps: the record is written at evaluations and checkpoints (every 20), so the kill comes after step 40
-    # at the earliest, and the run must still have steps to go then, however slow the machine is
+    # 100 steps: the record is written at evaluations (every 20), so the kill comes after step 40 at the
+    # earliest, and the run must still have steps to go then, however slow the machine is
     args = [*SIGNAL_RUN[1:], "trainer.max_steps=100", "logger.mode=disabled", "model.dropout=0.1"]
     out = tmp_path / "run"
     proc = cli(*args, f"hydra.run.dir={out}")

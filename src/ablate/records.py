@@ -1,8 +1,9 @@
 """A run's local record, written in its output folder by every run, whatever the wandb mode.
 
 - ``summary.json``: what ran (choices, sizes, parameters, seed, command) and how it went (status,
-  best and final validation loss, tokens/s, wall time); rewritten atomically at every evaluation, every
-  checkpoint and the end of the run (not at every logging step: that would cost time growing with the run).
+  best and final validation loss, tokens/s, wall time); rewritten atomically at every evaluation (before the
+  checkpoint that follows it) and at the end of the run (not at every logging step: that would cost time
+  growing with the run).
 - ``metrics.csv``: every logged metric, one row per step, rewritten atomically with the summary.
 - ``samples.txt``: the text generated at each evaluation.
 
@@ -87,12 +88,7 @@ class RunRecord(Logger):
 
     def save(self) -> None:
         """Lightning calls this after every ``log_metrics``; rewriting the files at every logging step would
-        cost time that grows with the run, so they are written at evaluations, checkpoints and the end instead."""
-
-    @rank_zero_only
-    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
-        """A run resumed from this checkpoint finds every row up to it, even if killed before the next evaluation."""
-        self.write()
+        cost time that grows with the run, so they are written at evaluations and the end instead."""
 
     @rank_zero_only
     def write(self) -> None:

@@ -54,6 +54,8 @@ def _quiet_lightning() -> None:
             log.propagate = True
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropTips())
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    # a run's checkpoints folder is not empty only when the run resumes from the last.ckpt in it
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 
 
 def run_identity(cfg: DictConfig) -> str:
@@ -212,8 +214,12 @@ def run(cfg: DictConfig, output_dir: str | Path, callbacks: list[Any] | None = N
         logger=loggers,
         callbacks=[
             TrainingThroughput(),
+            # checkpoints/last.ckpt at the end of each evaluation, once that step's losses are in the record: a
+            # save at the end of the training batch (every_n_train_steps) comes before them, and a run killed
+            # right after it resumes past that step without ever logging it
             ModelCheckpoint(
-                dirpath=ckpt_path.parent, save_last=True, save_top_k=0, every_n_train_steps=cfg.checkpoint_every
+                dirpath=ckpt_path.parent, filename=ckpt_path.stem, enable_version_counter=False,
+                save_on_train_epoch_end=False,
             ),
             interrupt,
             # ours unless the caller brings a progress bar (Lightning allows one)
