@@ -106,6 +106,7 @@ def test_nan_stops_the_run_as_diverged(compose_cfg, tmp_path):
     assert summary["status"] == "diverged"
     assert "training loss" in summary["error"] and "at step" in summary["error"]
     assert summary["steps"] < 40 and "val_loss_final" not in summary
+    assert not (tmp_path / "checkpoints").exists()  # diverged before the first evaluation: no NaN weights saved
     assert json.loads((tmp_path / "summary.json").read_text())["status"] == "diverged"
 
 

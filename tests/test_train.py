@@ -12,6 +12,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from ablate.checkpoints import load_checkpoint
 from ablate.config import preset_choices
 from ablate.errors import ConfigError, DataError
 from ablate.lit import LitGPT, RichBar, lr_factor
@@ -134,6 +135,8 @@ def test_checkpoint_rebuilds_any_variant(compose_cfg, tmp_path):
         "model/positional=sinusoidal", "model/layernorm=custom",
     )
     run(cfg, tmp_path)
+    # saved at the end of training, with no evaluation before it
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 3
     module = LitGPT.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt", weights_only=True).eval()
     assert module.model.config.choices() == {
         **preset_choices("seed"), "positional": "sinusoidal", "layernorm": "custom",

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ablate.errors import CheckpointError
@@ -69,18 +70,36 @@ def _show(value: Any) -> str:
     return value["name"] if isinstance(value, dict) and "name" in value else repr(value)
 
 
-class CheckpointOnInterrupt(Callback):
-    """On SIGTERM (what SLURM sends before pre-emption) or Ctrl-C, save the last checkpoint before exiting.
+class LastCheckpoint(Callback):
+    """Keeps ``checkpoints/last.ckpt``: saved at the end of every evaluation during training, at the end of
+    training, and on SIGTERM (what SLURM sends before pre-emption) or Ctrl-C.
 
-    Lightning turns SIGTERM into a ``SIGTERMException`` at the end of the current step, so the state
-    saved is that of a whole step; relaunching the run resumes from it.
+    An evaluation's checkpoint comes once that step's losses are in the run's record: Lightning's
+    ``ModelCheckpoint(every_n_train_steps=...)`` saves at the end of the training batch, before them, and a run
+    killed right after such a save resumed past that step without ever logging it. Lightning turns SIGTERM into
+    a ``SIGTERMException`` at the end of the current step, so the state saved is that of a whole step; relaunching
+    the run resumes from it.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.interrupted: str | None = None
+        self.saved_step: int | None = None
+
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        if trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking:
+            self._save(trainer, pl_module)
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        self._save(trainer, pl_module)
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         if isinstance(exception, (SIGTERMException, KeyboardInterrupt)):
             self.interrupted = f"{type(exception).__name__} at step {trainer.global_step}"
+            self._save(trainer, pl_module)
+
+    def _save(self, trainer: Any, pl_module: Any) -> None:
+        # a diverged run keeps its last checkpoint from before the divergence (Lightning evaluates as it stops)
+        if self.saved_step != trainer.global_step and not pl_module.diverged:
             trainer.save_checkpoint(self.path)
+            self.saved_step = trainer.global_step

@@ -54,8 +54,6 @@ def _quiet_lightning() -> None:
             log.propagate = True
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropTips())
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
-    # a run's checkpoints folder is not empty only when the run resumes from the last.ckpt in it
-    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 
 
 def run_identity(cfg: DictConfig) -> str:
@@ -123,9 +121,9 @@ def run(cfg: DictConfig, output_dir: str | Path, callbacks: list[Any] | None = N
     import lightning as L
     import torch
     from hydra.utils import instantiate
-    from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
+    from lightning.pytorch.callbacks import ProgressBar
 
-    from ablate.checkpoints import LAST, AtomicCheckpointIO, CheckpointOnInterrupt, check_compatible, load_checkpoint
+    from ablate.checkpoints import LAST, AtomicCheckpointIO, LastCheckpoint, check_compatible, load_checkpoint
     from ablate.data import TextDataModule
     from ablate.lit import LitGPT, RichBar, TrainingThroughput
     from ablate.records import RunRecord
@@ -207,26 +205,20 @@ def run(cfg: DictConfig, output_dir: str | Path, callbacks: list[Any] | None = N
     if mode != "disabled":
         loggers.append(_wandb_logger(cfg, mode, name, output_dir, summary, previous))
         record.summary["wandb_id"] = loggers[-1].version
-    interrupt = CheckpointOnInterrupt(ckpt_path)
+    checkpoint = LastCheckpoint(ckpt_path)
     bar = cfg.trainer.enable_progress_bar and not any(isinstance(c, ProgressBar) for c in callbacks or [])
     trainer = instantiate(
         cfg.trainer,
         logger=loggers,
         callbacks=[
             TrainingThroughput(),
-            # checkpoints/last.ckpt at the end of each evaluation, once that step's losses are in the record: a
-            # save at the end of the training batch (every_n_train_steps) comes before them, and a run killed
-            # right after it resumes past that step without ever logging it
-            ModelCheckpoint(
-                dirpath=ckpt_path.parent, filename=ckpt_path.stem, enable_version_counter=False,
-                save_on_train_epoch_end=False,
-            ),
-            interrupt,
+            checkpoint,
             # ours unless the caller brings a progress bar (Lightning allows one)
             *([RichBar()] if bar else []),
             *(callbacks or []),
         ],
         plugins=[AtomicCheckpointIO()],
+        enable_checkpointing=False,  # LastCheckpoint keeps checkpoints/last.ckpt
         default_root_dir=str(output_dir),
     )
     status, error = "failed", None
@@ -236,13 +228,12 @@ def run(cfg: DictConfig, output_dir: str | Path, callbacks: list[Any] | None = N
             status, error = "diverged", module.diverged
         elif trainer.global_step < cfg.trainer.max_steps:
             status, error = "interrupted", f"stopped at step {trainer.global_step} of {cfg.trainer.max_steps}"
-            trainer.save_checkpoint(ckpt_path)
         else:
             trainer.validate(module, dataloaders=datamodule.full_val_dataloader(), verbose=False)
             status = "completed"
     except BaseException as e:
-        if interrupt.interrupted:
-            status, error = "interrupted", f"{interrupt.interrupted}; checkpoint saved, relaunch to resume"
+        if checkpoint.interrupted:
+            status, error = "interrupted", f"{checkpoint.interrupted}; checkpoint saved, relaunch to resume"
         else:
             error = f"{type(e).__name__}: {e}"
         raise
