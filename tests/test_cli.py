@@ -46,6 +46,8 @@ def one_line_error(result: subprocess.CompletedProcess) -> str:
         (["data.tokenizer=bytes"], "error: data.tokenizer='bytes' is unknown; choose one of: char, gpt2"),
         (["model.dropout=lots"], "error: model.dropout='lots' must be a number in [0, 1)"),
         (["hydra.run.dir=/proc/ablate"], "error: output folder /proc/ablate cannot be written (No such file"),
+        # quoted, as Lightning's DDP relaunch passes it: the folder is the one Hydra reads, not '"/proc' in the cwd
+        (['hydra.run.dir="/proc/ablate"'], "error: output folder /proc/ablate cannot be written (No such file"),
         (["resume=/nonexistent/run"], "error: resume=/nonexistent/run: not a run folder (no .hydra/config.yaml)"),
     ],
 )

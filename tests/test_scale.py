@@ -42,11 +42,13 @@ def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
     """gloo DDP with the same global batch gives the same validation losses as one process, and leaves
     no process behind. Lightning re-launches `ablate-train` for rank 1 inside the same Hydra run folder."""
     results = {}
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
     for name, extra in (("single", []), ("ddp", ["trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu"])):
         out = tmp_path / name
         proc = subprocess.run(
             [str(BIN / "ablate-train"), *SHORT, *extra, "logger.mode=disabled", f"hydra.run.dir={out}"],
-            capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+            capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=cwd,
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
         results[name] = json.loads((out / "summary.json").read_text())
@@ -55,6 +57,7 @@ def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
     for key in ("val_loss_best", "val_loss_last", "val_loss_final"):
         assert ddp[key] == pytest.approx(single[key], rel=1e-5, abs=1e-5), key
     assert (tmp_path / "ddp" / "train_ddp_process_1.log").exists()  # rank 1 really ran, in the same folder
+    assert not list(cwd.iterdir())  # rank 1's hydra.run.dir="<path>" (quoted) made no folder where it was launched
     assert not [c for c in _children(os.getpid()) if "ablate-train" in c]
 
 

@@ -16,6 +16,8 @@ from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import OverrideParseException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
@@ -280,6 +282,22 @@ def _wandb_logger(
     return logger
 
 
+def _output_dirs(args: list[str]) -> list[Path]:
+    """The folders that ``hydra.run.dir=``/``hydra.sweep.dir=`` overrides name, read as Hydra reads them:
+    Lightning's DDP relaunch passes ``hydra.run.dir="<path>"``, quotes included."""
+    parser, dirs = OverridesParser.create(), []
+    for arg in args:
+        if not arg.startswith(("hydra.run.dir=", "hydra.sweep.dir=")):
+            continue
+        try:
+            value = parser.parse_overrides([arg])[0].value()
+        except OverrideParseException:
+            continue  # Hydra's own message names the syntax error
+        if isinstance(value, str) and "${" not in value:
+            dirs.append(Path(value))
+    return dirs
+
+
 def _check_writable(output_dir: Path) -> None:
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -342,10 +360,8 @@ def main() -> None:
     try:
         import_user_modules()
         check_overrides(sys.argv[1:])
-        for arg in sys.argv[1:]:
-            key, _, value = arg.partition("=")
-            if key in ("hydra.run.dir", "hydra.sweep.dir") and "${" not in value:
-                _check_writable(Path(value))
+        for output_dir in _output_dirs(sys.argv[1:]):
+            _check_writable(output_dir)
     except AblateError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
