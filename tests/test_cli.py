@@ -14,6 +14,7 @@ BIN = Path(sys.executable).parent
 QUICK = [
     "trainer.max_steps=4", "trainer.val_check_interval=2", "trainer.enable_progress_bar=false",
     "data.eval_batches=1", "sample.max_new_tokens=4", "logger.mode=offline",
+    "data.val_fraction=0.01",  # a short final evaluation over the whole (1%) validation split
 ]
 
 

@@ -25,6 +25,7 @@ RUN = [
     "trainer.max_steps=40", "trainer.val_check_interval=10", "trainer.log_every_n_steps=5",
     "trainer.enable_progress_bar=false", "data.eval_batches=2", "sample.max_new_tokens=4",
     "logger.mode=disabled", "model.dropout=0.1",
+    "data.val_fraction=0.01",  # a short final evaluation over the whole (1%) validation split
 ]
 
 
@@ -136,6 +137,7 @@ def steps_done(run_dir: Path) -> int:
 SIGNAL_RUN = [
     "trainer.max_steps=200", "trainer.val_check_interval=20", "trainer.log_every_n_steps=5",
     "trainer.enable_progress_bar=false", "data.eval_batches=1", "sample.max_new_tokens=4", "logger.mode=offline",
+    "data.val_fraction=0.01",
 ]
 
 

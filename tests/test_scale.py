@@ -18,6 +18,7 @@ BIN = Path(sys.executable).parent
 SHORT = [
     "trainer.max_steps=20", "trainer.val_check_interval=10", "trainer.enable_progress_bar=false",
     "data.eval_batches=2", "sample.max_new_tokens=4", "threads=1",
+    "data.val_fraction=0.01",  # a short final evaluation over the whole (1%) validation split
 ]
 
 

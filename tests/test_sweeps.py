@@ -21,6 +21,7 @@ BIN = Path(sys.executable).parent
 TINY_RUN = [
     "trainer.max_steps=10", "trainer.val_check_interval=5", "trainer.log_every_n_steps=5",
     "trainer.enable_progress_bar=false", "data.eval_batches=1", "sample.max_new_tokens=4",
+    "data.val_fraction=0.01",  # a short final evaluation over the whole (1%) validation split
 ]
 NAMED = sorted(p.stem for p in sweeps_dir().glob("*.yaml") if p.stem != "none")
 
@@ -245,7 +246,7 @@ def test_a_preempted_slurm_job_is_requeued_and_resumes(tmp_path):
     proc = subprocess.Popen(
         [str(BIN / "ablate-train"), "-m", "seed=1", "logger.mode=disabled", "trainer.max_steps=120",
          "trainer.val_check_interval=20", "trainer.enable_progress_bar=false", "data.eval_batches=1",
-         "sample.max_new_tokens=4", "hydra/launcher=slurm_local", f"hydra.sweep.dir={sweep}"],
+         "sample.max_new_tokens=4", "data.val_fraction=0.01", "hydra/launcher=slurm_local", f"hydra.sweep.dir={sweep}"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
