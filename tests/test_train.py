@@ -29,6 +29,7 @@ SHORT = [
     "data.eval_batches=2",
     "sample.max_new_tokens=16",
     "optim.warmup_steps=5",
+    "data.val_fraction=0.01",  # a short final evaluation over the whole (1%) validation split
 ]
 
 
