@@ -612,7 +612,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "load_avg_1min_start": load, "others_cpu_use_start": others, "warnings": [],
         "steps": args.steps, "warmup": args.warmup, "matmul_flops_per_s": {**rates, "n": n}, "sizes": {},
     }
-    if others > 0.2 if others is not None else load > 0.5:  # the load average only where /proc/stat is missing
+    busy_start = others > 0.2 if others is not None else load > 0.5  # the load average only without /proc/stat
+    if busy_start:
         busy = f"other processes used {others:.2f} CPUs" if others is not None else f"the load average was {load:.2f}"
         report["warnings"].append(f"{busy} at start: another process was busy, so these timings are not to be "
                                   f"trusted; rerun on a quiet machine")
