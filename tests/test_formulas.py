@@ -69,7 +69,9 @@ def test_learned_positional_refuses_a_sequence_longer_than_its_table(make_model)
 
 def _norm_input(dim):
     x = torch.randn(4, 3, dim) * 3 + 1
-    x[0, 0] = 0.5 + 1e-4 * torch.randn(dim)  # tiny spread: here where eps enters the formula matters
+    # tiny spread around 0: here eps enters the formula (std ~1e-4 against eps 1e-6), and float32 can
+    # hold the row without cancelling digits (around 0.5, x - mean would keep only ~3 of them)
+    x[0, 0] = 1e-4 * torch.randn(dim)
     return x
 
 
@@ -87,13 +89,54 @@ def test_custom_layernorm_is_the_seeds_formula(make_model):
     assert norm.eps == 1e-6
     dim = norm.weight.numel()
     x = _norm_input(dim)
-    mean = x.sum(-1, keepdim=True) / dim
-    std = (((x - mean) ** 2).sum(-1, keepdim=True) / (dim - 1)).sqrt()
-    expected = norm.weight * (x - mean) / (std + 1e-6) + norm.bias
-    torch.testing.assert_close(norm(x), expected, atol=1e-5, rtol=1e-5)
+    x64, weight, bias = x.double(), norm.weight.double(), norm.bias.double()  # the formula, exactly
+    mean = x64.sum(-1, keepdim=True) / dim
+    std = (((x64 - mean) ** 2).sum(-1, keepdim=True) / (dim - 1)).sqrt()
+    expected = weight * (x64 - mean) / (std + 1e-6) + bias
+    torch.testing.assert_close(norm(x).double(), expected, atol=1e-5, rtol=1e-5)
+    # eps matters in the tiny-spread row: 1e-5 instead of 1e-6 is 10% of its std
+    assert not torch.allclose(norm(x)[0, 0].double(), (weight * (x64 - mean) / (std + 1e-5) + bias)[0, 0], atol=1e-3)
     # the biased variance inside the sqrt (the torch variant's formula) is measurably different
     biased = F.layer_norm(x, (dim,), norm.weight, norm.bias, 1e-6)
     assert not torch.allclose(norm(x), biased, atol=1e-3)
+
+
+def _seed_chain(x, weight, bias, eps):
+    """The seed's layer norm as separate tensor ops; autograd differentiates it op by op."""
+    xc = x - x.mean(-1, keepdim=True)
+    return weight * xc / (xc.square().sum(-1, keepdim=True) / (x.size(-1) - 1)).sqrt().add(eps) + bias
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("eps", [1e-6, 0.5])
+def test_custom_layernorms_gradients_are_autograds_through_the_seeds_chain(make_model, bias, eps):
+    """The fused kernels' backward (rstd scaled by sqrt(k·f), the gradient by sqrt(f/k)) gives the
+    gradients autograd finds through the seed's chain, for x, weight and bias, in float64; a large eps
+    makes the per-row factor f's own gradient term large, so a dropped term would show."""
+    norm = make_model("model/layernorm=custom", f"model.bias={bias}").transformer.h[0].ln_1.double()
+    norm.eps = eps
+    if bias:
+        _randomise(norm)
+    x = _norm_input(norm.weight.numel()).double().requires_grad_()
+    grad = torch.randn_like(x)
+    ours = torch.autograd.grad(norm(x), [x, *norm.parameters()], grad)
+    expected = torch.autograd.grad(_seed_chain(x, norm.weight, 0 if norm.bias is None else norm.bias, eps),
+                                   [x, *norm.parameters()], grad)
+    assert len(ours) == (3 if bias else 2)
+    for got, want in zip(ours, expected, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-10)
+    assert torch.autograd.gradcheck(lambda x: norm(x), (x[:2, :2],))
+
+
+def test_custom_layernorm_of_a_constant_row_is_its_bias_with_finite_gradients(make_model):
+    """A row with no spread has x - mean = 0: the seed's formula gives 0 · weight + bias (eps keeps the
+    division finite), and so must the fused version, whose kernel is called with a variance eps of 1e-30."""
+    norm = _randomise(make_model("model/layernorm=custom").transformer.h[0].ln_1)
+    x = torch.full((2, 3, norm.weight.numel()), 0.75, requires_grad=True)
+    y = norm(x)
+    torch.testing.assert_close(y, norm.bias.expand_as(y).detach(), atol=1e-6, rtol=0)
+    y.square().sum().backward()
+    assert torch.isfinite(x.grad).all() and torch.isfinite(norm.weight.grad).all()
 
 
 def test_torch_layernorm_is_torchs_with_eps_1e5(make_model):

@@ -80,7 +80,7 @@ PEAK_BF16 = [("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12), ("H2
 NOTES = {
     ("activation", "gelu"): "erf instead of tanh (elementwise)",
     ("activation", "relu"): "cheaper elementwise",
-    ("layernorm", "custom"): "written as ~5 elementwise ops, not one fused kernel",
+    ("layernorm", "custom"): "fused layer-norm kernels and a per-row factor (2 more passes)",
     ("norm", "post"): "no final layer norm",
     ("positional", "none"): "no position add",
     ("positional", "sinusoidal"): "fixed table, no gradient",

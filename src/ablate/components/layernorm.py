@@ -1,6 +1,8 @@
 """Layer-norm variants. Each keeps GPT-2's parameter names (``weight``, and ``bias`` where it has one) so
 that init and weight conversion treat every variant alike; a test checks that no variant renames one."""
 
+import math
+
 import torch
 from torch import nn
 
@@ -15,9 +17,47 @@ class TorchLayerNorm(nn.LayerNorm):
         super().__init__(ndim, eps=eps, bias=bias)
 
 
+class _StdPlusEpsNorm(torch.autograd.Function):
+    """(x - mean) / (std_unbiased + eps) · weight + bias, on PyTorch's fused layer-norm kernels.
+
+    The seed's formula divides by (std + eps) where nn.LayerNorm divides by sqrt(var + eps), so it
+    cannot call nn.LayerNorm as it is, and as a chain of tensor ops it costs ~10 kernels forward and ~20
+    backward. But with rstd = 1/σ (σ the biased std, which the fused kernel returns) and std_unbiased = k·σ,
+    k = sqrt(C / (C - 1)), per row
+        (x - mean) / (std_unbiased + eps) = (x - mean)·rstd · f,   f = 1 / (k + eps·rstd),
+    the fused norm (eps 0) times one number per row. Its gradient is the fused kernel's gradient with
+    the row's rstd scaled by sqrt(k·f) and the incoming gradient by sqrt(f / k); derivation in
+    ``tests/test_formulas.py``, which checks both against autograd through the seed's chain."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float) -> torch.Tensor:
+        C = x.size(-1)
+        # z = (x - mean)·rstd·weight; mean, rstd: (B, T, 1). _TINY, not 0: a constant row gives 0, not 0/0
+        z, mean, rstd = torch.native_layer_norm(x, (C,), weight, None, _TINY)  # (B, T, C)
+        f = (rstd * eps + math.sqrt(C / (C - 1))).reciprocal()  # (B, T, 1)
+        ctx.save_for_backward(x, weight, mean, rstd, f)
+        ctx.has_bias = bias is not None
+        return z * f if bias is None else torch.addcmul(bias, z, f)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, weight, mean, rstd, f = ctx.saved_tensors
+        C = x.size(-1)
+        k = math.sqrt(C / (C - 1))
+        grad_x, grad_w, _ = torch.ops.aten.native_layer_norm_backward(
+            grad * (f / k).sqrt(), x, (C,), mean, rstd * (f * k).sqrt(), weight, None,
+            [ctx.needs_input_grad[0], ctx.needs_input_grad[1], False])
+        grad_b = grad.flatten(0, -2).sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return grad_x, grad_w, grad_b, None
+
+
+_TINY = 1e-30  # added to the biased variance inside the fused kernel: 0 for any variance above ~1e-23
+
+
 @layernorm.register("custom", eps=1e-6)
 class CustomLayerNorm(nn.Module):
-    """The seed's hand-written norm: (x - mean) / (std_unbiased + eps) · weight + bias, eps 1e-6 as the seed."""
+    """The seed's hand-written norm: (x - mean) / (std_unbiased + eps) · weight + bias, eps 1e-6 as the seed,
+    computed with PyTorch's fused layer-norm kernels (``_StdPlusEpsNorm``) instead of the seed's chain."""
 
     def __init__(self, ndim: int, bias: bool, eps: float) -> None:
         super().__init__()
@@ -26,14 +66,7 @@ class CustomLayerNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(ndim)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # The seed's formula with fewer, cheaper kernels than its chain (and than torch.std_mean's slow path):
-        # centre once, reuse the centred values for the unbiased variance, and fuse scale and shift.
-        xc = x - x.mean(dim=-1, keepdim=True)  # (B, T, C)
-        std = (xc.square().sum(dim=-1, keepdim=True) / (x.size(-1) - 1)).sqrt()  # unbiased, (B, T, 1)
-        scale = (std + self.eps).reciprocal()
-        if self.bias is None:
-            return xc * scale * self.weight
-        return torch.addcmul(self.bias, xc * scale, self.weight)
+        return _StdPlusEpsNorm.apply(x, self.weight, self.bias, self.eps)
 
 
 @layernorm.register("rms", eps=1e-6)
