@@ -25,9 +25,16 @@ class _StdPlusEpsNorm(torch.autograd.Function):
     backward. But with rstd = 1/σ (σ the biased std, which the fused kernel returns) and std_unbiased = k·σ,
     k = sqrt(C / (C - 1)), per row
         (x - mean) / (std_unbiased + eps) = (x - mean)·rstd · f,   f = 1 / (k + eps·rstd),
-    the fused norm (eps 0) times one number per row. Its gradient is the fused kernel's gradient with
-    the row's rstd scaled by sqrt(k·f) and the incoming gradient by sqrt(f / k); derivation in
-    ``tests/test_formulas.py``, which checks both against autograd through the seed's chain."""
+    the fused norm (eps 0) times one number per row.
+
+    Backward, with g = grad·weight and n = (x - mean)·rstd. Through n (f held fixed): the fused kernel's
+    rstd·f·(g - mean(g)) - rstd·f·n·mean(g·n). Through f: df/drstd = -eps·f², drstd/dx = -rstd²·n/C, so
+    + eps·rstd·f·(rstd·f·n·mean(g·n)). As eps·rstd·f = 1 - k·f, the sum is
+    rstd·f·(g - mean(g)) - k·rstd·f²·n·mean(g·n). The fused kernel's backward given rstd·s for rstd (it
+    rebuilds n from the rstd it is given) and grad·f/s for grad returns rstd·f·(g - mean(g)) -
+    s²·rstd·f·n·mean(g·n): with s = sqrt(k·f) that is the gradient, and its weight gradient, the sum of
+    grad·f·n, is the one needed too.
+    ``tests/test_formulas.py`` checks both against autograd through the seed's chain."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float) -> torch.Tensor:
