@@ -98,6 +98,9 @@ def test_a_variant_from_the_users_own_file_trains_through_ablate_train(tmp_path)
     assert summary["name"] == "gpt2-activation=swish_beta-s1337"
     assert "Outputs in" in result.stdout and "wandb sync" in result.stdout
     assert "anonymous setting" not in result.stderr  # Lightning's anonymous=None is not passed on to wandb
+    # a checkpoint says what it holds: no "`weights_only` was not set" line at every save
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+    assert "weights_only" not in result.stdout + result.stderr + (out / "train.log").read_text()
 
     # ablate-sample rebuilds the model with the user's variant (beta from the checkpoint) and samples
     sample = cli("ablate-sample", str(out), "--max-new-tokens", "20", "--prompt", "ROMEO:", env=env)

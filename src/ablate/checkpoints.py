@@ -101,5 +101,5 @@ class LastCheckpoint(Callback):
     def _save(self, trainer: Any, pl_module: Any) -> None:
         # a diverged run keeps its last checkpoint from before the divergence (Lightning evaluates as it stops)
         if self.saved_step != trainer.global_step and not pl_module.diverged:
-            trainer.save_checkpoint(self.path)
+            trainer.save_checkpoint(self.path, weights_only=False)  # all of it: a resume needs the optimizer and loops
             self.saved_step = trainer.global_step
