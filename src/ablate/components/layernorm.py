@@ -17,6 +17,9 @@ class TorchLayerNorm(nn.LayerNorm):
         super().__init__(ndim, eps=eps, bias=bias)
 
 
+_TINY = 1e-30  # added to the biased variance inside the fused kernel: 0 for any variance above ~1e-23
+
+
 class _StdPlusEpsNorm(torch.autograd.Function):
     """(x - mean) / (std_unbiased + eps) · weight + bias, on PyTorch's fused layer-norm kernels.
 
@@ -25,7 +28,7 @@ class _StdPlusEpsNorm(torch.autograd.Function):
     backward. But with rstd = 1/σ (σ the biased std, which the fused kernel returns) and std_unbiased = k·σ,
     k = sqrt(C / (C - 1)), per row
         (x - mean) / (std_unbiased + eps) = (x - mean)·rstd · f,   f = 1 / (k + eps·rstd),
-    the fused norm (eps 0) times one number per row.
+    the fused norm (variance eps _TINY) times one number per row.
 
     Backward, with g = grad·weight and n = (x - mean)·rstd. Through n (f held fixed): the fused kernel's
     rstd·f·(g - mean(g)) - rstd·f·n·mean(g·n). Through f: df/drstd = -eps·f², drstd/dx = -rstd²·n/C, so
@@ -39,26 +42,21 @@ class _StdPlusEpsNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float) -> torch.Tensor:
         C = x.size(-1)
+        ctx.k = math.sqrt(C / (C - 1))  # std_unbiased / std_biased
         # z = (x - mean)·rstd·weight; mean, rstd: (B, T, 1). _TINY, not 0: a constant row gives 0, not 0/0
         z, mean, rstd = torch.native_layer_norm(x, (C,), weight, None, _TINY)  # (B, T, C)
-        f = (rstd * eps + math.sqrt(C / (C - 1))).reciprocal()  # (B, T, 1)
+        f = (rstd * eps + ctx.k).reciprocal()  # (B, T, 1)
         ctx.save_for_backward(x, weight, mean, rstd, f)
-        ctx.has_bias = bias is not None
         return z * f if bias is None else torch.addcmul(bias, z, f)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, weight, mean, rstd, f = ctx.saved_tensors
-        C = x.size(-1)
-        k = math.sqrt(C / (C - 1))
         grad_x, grad_w, _ = torch.ops.aten.native_layer_norm_backward(
-            grad * (f / k).sqrt(), x, (C,), mean, rstd * (f * k).sqrt(), weight, None,
+            grad * (f / ctx.k).sqrt(), x, (x.size(-1),), mean, rstd * (f * ctx.k).sqrt(), weight, None,
             [ctx.needs_input_grad[0], ctx.needs_input_grad[1], False])
-        grad_b = grad.flatten(0, -2).sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        grad_b = grad.flatten(0, -2).sum(0) if ctx.needs_input_grad[2] else None  # False when bias is None
         return grad_x, grad_w, grad_b, None
-
-
-_TINY = 1e-30  # added to the biased variance inside the fused kernel: 0 for any variance above ~1e-23
 
 
 @layernorm.register("custom", eps=1e-6)
