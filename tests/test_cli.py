@@ -41,6 +41,7 @@ def one_line_error(result: subprocess.CompletedProcess) -> str:
         (["model/activation=swish"], "error: unknown model/activation='swish'; choose one of: gelu, gelu_tanh, relu"),
         (["model=gpt3"], "error: unknown model='gpt3'; choose one of: gpt2, modern, seed"),
         (["-m", "model/norm=pre,postt"], "error: unknown model/norm='postt'; choose one of: parallel, post, pre"),
+        (["model.n_layr=3"], "error: unknown key model.n_layr (did you mean model.n_layer?); model has: "),
         (["model.n_embd=130"], "error: model.n_embd=130 is not divisible by model.n_head=4"),
         (["model.n_layer=0"], "error: model.n_layer=0 must be a positive integer"),
         (["data.path=/nonexistent/corpus.txt"], "error: data.path=/nonexistent/corpus.txt: no such file"),
@@ -55,6 +56,12 @@ def one_line_error(result: subprocess.CompletedProcess) -> str:
 def test_bad_input_is_one_line_and_exit_2(args, expected, tmp_path):
     result = cli("ablate-train", *args, f"hydra.run.dir={tmp_path}", cwd=tmp_path)
     assert one_line_error(result).startswith(expected)
+
+
+def test_hydras_exclusive_flags_together_are_one_line(tmp_path):
+    result = cli("ablate-train", "-m", "--cfg", "job", "seed=1,2", f"hydra.sweep.dir={tmp_path}", cwd=tmp_path)
+    assert one_line_error(result) == (
+        "error: Only one of --run, --multirun, --cfg, --info and --shell_completion can be specified")
 
 
 def test_non_utf8_data_file(tmp_path):

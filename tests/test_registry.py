@@ -5,7 +5,7 @@ from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from torch import nn
 
-from ablate.config import conf_dir, preset_choices
+from ablate.config import check_overrides, conf_dir, preset_choices
 from ablate.errors import ConfigError
 from ablate.registry import SLOTS
 from ablate.variants import describe
@@ -59,6 +59,34 @@ def test_duplicate_name_is_refused_and_the_original_kept():
 def test_unknown_variant_names_the_valid_ones():
     with pytest.raises(ConfigError, match=r"unknown model/norm='sideways'; choose one of: parallel, post, pre"):
         SLOTS["norm"].get("sideways")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["model.n_layr=3"], "unknown key model.n_layr (did you mean model.n_layer?); model has: "),
+        (["-m", "seed=1,2", "trainer.max_stpes=5,6"],
+         "unknown key trainer.max_stpes (did you mean trainer.max_steps?); trainer has: "),
+        (["tranier.max_steps=5"], "unknown key tranier.max_steps (did you mean trainer?); the root config has: model, data, optim, trainer, "),
+        (["model.size=small"], "unknown key model.size (model/size is a config group: model/size=...); model has: "),
+        (["model.nope.deeper=1"], "unknown key model.nope.deeper; model has: "),
+        # a variant's parameter exists only where that variant is chosen: gpt2's qk_norm is none
+        (["model.qk_norm.eps=1e-5"], "unknown key model.qk_norm.eps; model.qk_norm has: name"),
+    ],
+)
+def test_unknown_key_is_one_line_naming_its_parents_keys(args, message):
+    with pytest.raises(ConfigError) as e:
+        check_overrides(args)
+    assert str(e.value).startswith(message) and "\n" not in str(e.value)
+
+
+def test_keys_are_checked_in_the_config_the_group_overrides_compose():
+    # keys of the chosen preset and variants, keys added with +, hydra's own keys: all pass
+    check_overrides(["model/qk_norm=rms", "model.qk_norm.eps=1e-5", "model/positional=rotary",
+                     "model.positional.base=500.0"])
+    check_overrides(["model=seed", "model.n_layer=2", "+model.extra=1", "model.extra=2", "hydra.run.dir=/tmp/x",
+                     "-m", "model/norm=pre,post", "trainer.max_steps=3,4"])
+    check_overrides(["sweeps=seed_to_gpt2", "model.n_embd=64", "sweep.baseline=gpt2"])
 
 
 def test_unknown_variant_parameter_is_refused():

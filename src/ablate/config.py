@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib
 import importlib.util
@@ -12,10 +13,11 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from hydra import initialize_config_dir
+from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import OverrideType
 from omegaconf import OmegaConf
 
 import ablate.components  # noqa: F401  (registers the built-in variants and their config nodes)
@@ -97,7 +99,8 @@ def import_user_modules() -> None:
 
 
 def check_overrides(args: list[str]) -> None:
-    """Fail with one line on an unknown config-group option (``model/norm=postt``), listing the valid ones.
+    """Fail with one line on an unknown config-group option (``model/norm=postt``) or an unknown key
+    (``model.n_layr=3``), listing the valid ones.
 
     Hydra would say it too, over several lines; this check runs first and says it in one.
     """
@@ -109,12 +112,17 @@ def check_overrides(args: list[str]) -> None:
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         loader = GlobalHydra.instance().config_loader()
+        groups, keys = [], []  # the composition the first job gets, the plain keys it sets
         for override in parsed:
             group = override.key_or_group
             if override.is_delete() or group.startswith("hydra"):
                 continue
             options = loader.get_group_options(group)
             if not options:
+                if override.type == OverrideType.CHANGE:  # +key=... and ++key=... may add keys
+                    keys.append(group)
+                elif not override.is_sweep_override():
+                    groups.append(override.input_line)
                 continue  # not a config group: a plain value
             values = (
                 list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
@@ -124,7 +132,35 @@ def check_overrides(args: list[str]) -> None:
                     raise ConfigError(f"unknown {group}={value!r}; choose one of: {', '.join(options)}")
                 if group == "sweeps":
                     _check_sweeper_installed(value, loader.get_group_options("hydra/sweeper"))
+            groups.append(f"{override.get_key_element()}={values[0]}")
+        if keys:
+            try:
+                cfg = OmegaConf.to_container(compose(config_name="config", overrides=groups), resolve=False)
+            except Exception:
+                cfg = None  # a composition error: Hydra's own message names it
+            for key in keys if isinstance(cfg, dict) else []:
+                _check_key(key, cfg, loader.get_group_options)
     GlobalHydra.instance().clear()
+
+
+def _check_key(key: str, cfg: dict, group_options: Any) -> None:
+    """A dotted key must name a node of the composed config (``cfg``, unresolved); one line if it does not."""
+    node, parts = cfg, key.split(".")
+    for i, part in enumerate(parts):
+        if not isinstance(node, dict):
+            return  # a list index or a value Hydra itself will reject
+        if part not in node:
+            parent = ".".join(parts[:i])
+            near = difflib.get_close_matches(part, [str(k) for k in node], n=1)
+            if group_options(key.replace(".", "/")):
+                hint = f" ({key.replace('.', '/')} is a config group: {key.replace('.', '/')}=...)"
+            elif near:
+                hint = f" (did you mean {'.'.join([*parts[:i], near[0]])}?)"
+            else:
+                hint = ""
+            where = parent or "the root config"
+            raise ConfigError(f"unknown key {key}{hint}; {where} has: {', '.join(map(str, node))}")
+        node = node[part]
 
 
 def _check_sweeper_installed(sweep: str, sweepers: list[str]) -> None:

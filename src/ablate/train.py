@@ -365,7 +365,13 @@ def main() -> None:
     except AblateError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    _hydra_main()
+    try:
+        _hydra_main()
+    except ValueError as e:  # Hydra's checks of its own flags raise before any run starts
+        if not str(e).startswith(("Only one of --run", "The --resolve flag")):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":
