@@ -1,6 +1,7 @@
 """The contract every variant keeps, parametrized over the registry: a variant registered tomorrow is
 tested by these same functions with no new test code."""
 
+import copy
 import itertools
 import math
 
@@ -160,3 +161,21 @@ def test_full_factorial_builds_and_trains():
             assert not torch.equal(p, before[k]), (choice, k)
         seen.add(combo)
     assert len(seen) == len(combos) == math.prod(len(slot.names()) for slot in SLOTS.values())
+
+
+@pytest.mark.parametrize(("slot", "variant"), PAIRS, ids=IDS)
+def test_compiles_as_one_graph_and_computes_what_eager_does(make_model, slot, variant):
+    """torch.compile captures the whole model in one graph (fullgraph: no graph break, which would leave part
+    of it eager), and its forward and backward match eager. ``aot_eager`` runs dynamo's capture and AOT
+    autograd, where a variant's Python meets the compiler; inductor's code generation is timed by ablate-bench."""
+    torch._dynamo.reset()  # each test's model is new: without this, recompilations pile up to dynamo's limit
+    model = make_model(f"model/{slot}={variant}")
+    compiled = copy.deepcopy(model)
+    compiled.compile(backend="aot_eager", fullgraph=True)
+    idx = _tokens(model)
+    (a, loss_a), (b, loss_b) = compiled(idx, idx), model(idx, idx)
+    torch.testing.assert_close(a, b)
+    loss_a.backward()
+    loss_b.backward()
+    for (name, p), q in zip(compiled.named_parameters(), model.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, msg=name)
