@@ -9,10 +9,11 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from ablate.bench import main, others_cpu_use
+from ablate.bench import main, markdown, others_cpu_use, peak_bf16
 from ablate.registry import SLOTS
 
 pytestmark = pytest.mark.slow  # real Lightning runs with offline wandb, like test_train.py; 15-20 s
@@ -67,6 +68,35 @@ def test_quick_benchmark_writes_a_complete_report(tmp_path):
     assert len(found) >= 3 * len(registered)
     for path, value in found.items():
         assert isinstance(value, (int, float)) and math.isfinite(value) and value > 0, (path, value)
+
+
+@pytest.mark.parametrize("gpu, peak", [
+    ("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H100 PCIe", 756e12), ("NVIDIA H100 NVL", 835e12),
+    ("NVIDIA H200", 989e12), ("NVIDIA A100-SXM4-80GB", 312e12), ("Tesla T4", None),
+])
+def test_the_cards_bf16_peak_is_read_off_its_name(gpu, peak):
+    assert peak_bf16(gpu) == peak
+
+
+def test_a_gpu_report_states_mfu_and_the_allocators_memory():
+    """The GPU report's own wording, rendered from the committed CPU report's numbers as a GPU run records
+    them (no CPU bf16 section, MFU against the card's peak): the GPU path is written without a GPU here."""
+    report = json.loads((Path(__file__).parents[1] / "reports" / "benchmarks" / "cpu.json").read_text())
+    report |= {"device": "cuda", "machine": {**report["machine"], "gpu": "NVIDIA H100 80GB HBM3"}}
+    sizes = report["sizes"]
+    for s in sizes.values():
+        s.pop("bf16")
+        s["flops"].pop("bf16_fraction_of_bf16_matmul_rate")
+        s["flops"] |= {"peak_flops": 989e12, "mfu": s["flops"]["flops_per_s"] / 989e12}
+    text = markdown(report)
+    assert "# ablate benchmark: cuda" in text and "GPU: NVIDIA H100 80GB HBM3" in text
+    first = next(iter(sizes.values()))
+    mfu = 100 * first["flops"]["mfu"]
+    assert f"MFU {mfu:.1f}% of 989 TFLOP/s (bf16 dense peak)" in text
+    assert "`torch.cuda.max_memory_allocated`'s rise during one step" in text
+    assert "bf16 autocast on the CPU" not in text and "without attention, which it cannot count" not in text
+    first["flops"] |= {"peak_flops": None, "mfu": None}
+    assert "MFU unknown for this card (pass `--peak-flops`)" in markdown(report)
 
 
 def _spin(seconds: float) -> None:

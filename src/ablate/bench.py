@@ -568,9 +568,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         if name not in SIZES:
             p.error(f"--size {name!r} is unknown; choose from: {', '.join(SIZES)}")
     if args.device.type == "cuda" and args.peak_flops is None:
-        gpu = torch.cuda.get_device_name(args.device)
-        args.peak_flops = next((peak for key, peak in PEAK_BF16 if key in gpu), None)
+        args.peak_flops = peak_bf16(torch.cuda.get_device_name(args.device))
     return args
+
+
+def peak_bf16(gpu: str) -> float | None:
+    """The card's bf16 dense peak in FLOP/s from its name (``PEAK_BF16``), or None for a card not listed."""
+    return next((peak for key, peak in PEAK_BF16 if key in gpu), None)
 
 
 def others_cpu_use(seconds: float = 2.0) -> float | None:
