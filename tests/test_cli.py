@@ -64,6 +64,21 @@ def test_hydras_exclusive_flags_together_are_one_line(tmp_path):
         "error: Only one of --run, --multirun, --cfg, --info and --shell_completion can be specified")
 
 
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["ablate-bench", "--size", "foo"],
+         "error: --size 'foo' is unknown; choose from: quick, cpu-small, cpu-large, gpt2-small (see ablate-bench --help)"),
+        (["ablate-report", "--bogus"], "error: unrecognized arguments: --bogus (see ablate-report --help)"),
+        (["ablate-sample", "run", "--temperature", "0"],
+         "error: --temperature=0.0 must be positive (see ablate-sample --help)"),
+    ],
+)
+def test_the_other_commands_bad_arguments_are_one_line_without_argparses_usage_block(args, expected, tmp_path):
+    result = cli(*args, cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.strip() == expected, result.stderr
+
+
 def test_non_utf8_data_file(tmp_path):
     bad = tmp_path / "latin1.txt"
     bad.write_bytes("Je suis allé au marché.\n".encode("latin-1") * 100)

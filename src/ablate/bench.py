@@ -41,7 +41,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ablate.config import conf_dir, import_user_modules
 from ablate.data import TextDataModule
-from ablate.errors import AblateError
+from ablate.errors import AblateError, ArgumentParser
 from ablate.io import atomic_write_json, atomic_write_text
 from ablate.lit import LitGPT, lr_factor
 from ablate.model import GPT
@@ -540,7 +540,7 @@ def bench_size(b: Bench, name: str, args: argparse.Namespace, rates: dict[str, f
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="ablate-bench", description=__doc__.split("\n\n")[1])
+    p = ArgumentParser(prog="ablate-bench", description=__doc__.split("\n\n")[1])
     p.add_argument("--size", help=f"comma-separated, of: {', '.join(SIZES)} (default: cpu-small,cpu-large on a "
                                   f"CPU, gpt2-small on a GPU)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")

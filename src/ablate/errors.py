@@ -1,5 +1,8 @@
 """The errors a user can cause. Each message is one line naming the bad value and the valid choices."""
 
+import argparse
+import sys
+
 
 class AblateError(Exception):
     """Base class: the command-line entry points print these as one line and exit non-zero."""
@@ -15,3 +18,12 @@ class DataError(AblateError, ValueError):
 
 class CheckpointError(AblateError, ValueError):
     """A checkpoint that cannot be used with this model."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, but a bad command line is one line, ``error: ...``, and exit status 2, as everywhere
+    else in ablate (argparse prints its usage block first; ``--help`` still shows it)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)

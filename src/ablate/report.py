@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from ablate.errors import AblateError, ConfigError, DataError
+from ablate.errors import AblateError, ArgumentParser, ConfigError, DataError
 from ablate.io import FINISHED, METRICS, PLAN, SUMMARY, atomic_write_text
 
 MULTIRUN = "multirun.yaml"  # Hydra's copy of the sweep's config
@@ -881,7 +881,7 @@ def write_report(sweep: Sweep, out_dir: str | Path) -> Path:
 # -- command line ---------------------------------------------------------------------------------
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line: a sweep folder, or a wandb project and group."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="ablate-report",
         description="Turn a sweep (finished or not) into README.md with findings, tables and plots.",
     )

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import torch
 
-from ablate.errors import AblateError, CheckpointError
+from ablate.errors import AblateError, ArgumentParser, CheckpointError
 
 
 def load_checkpoint(path: str | Path, device: str = "cpu"):
@@ -32,7 +31,7 @@ def load_checkpoint(path: str | Path, device: str = "cpu"):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="ablate-sample", description=__doc__)
+    parser = ArgumentParser(prog="ablate-sample", description=__doc__)
     parser.add_argument("checkpoint", help="a .ckpt file, or a run's output folder (uses checkpoints/last.ckpt)")
     parser.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
     parser.add_argument("--max-new-tokens", type=int, default=500)
