@@ -72,6 +72,11 @@ def test_unknown_variant_names_the_valid_ones():
         (["model.nope.deeper=1"], "unknown key model.nope.deeper; model has: "),
         # a variant's parameter exists only where that variant is chosen: gpt2's qk_norm is none
         (["model.qk_norm.eps=1e-5"], "unknown key model.qk_norm.eps; model.qk_norm has: name"),
+        # checked in each arm of a sweep: a key the first arm ('gpt2', learned positions) lacks
+        (["sweeps=gpt2_to_modern", "model.positional.base=500.0"],
+         "sweeps=gpt2_to_modern, arm 'gpt2': unknown key model.positional.base; model.positional has: name"),
+        (["sweeps=search_lr", "optim.lrr=1"], "sweeps=search_lr: unknown key optim.lrr (did you mean optim.lr?); "),
+        (["sweeps=none", "model.n_layr=1"], "unknown key model.n_layr (did you mean model.n_layer?); "),
     ],
 )
 def test_unknown_key_is_one_line_naming_its_parents_keys(args, message):
@@ -87,6 +92,7 @@ def test_keys_are_checked_in_the_config_the_group_overrides_compose():
     check_overrides(["model=seed", "model.n_layer=2", "+model.extra=1", "model.extra=2", "hydra.run.dir=/tmp/x",
                      "-m", "model/norm=pre,post", "trainer.max_steps=3,4"])
     check_overrides(["sweeps=seed_to_gpt2", "model.n_embd=64", "sweep.baseline=gpt2"])
+    check_overrides(["sweeps=gpt2_to_modern", "model.n_embd=64", "+model.extra=1", "model.extra=2", "seed=4"])
 
 
 def test_unknown_variant_parameter_is_refused():

@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from ablate.config import conf_dir, preset_choices, sweeps_dir
+from ablate.config import check_overrides, conf_dir, preset_choices, sweeps_dir
 from ablate.model import GPTConfig
 from ablate.registry import SLOTS
 
@@ -43,6 +43,7 @@ def test_each_named_sweep_composes_as_a_multirun_with_its_group(name):
     assert cfg.logger.group == name  # every run of the sweep shares one wandb group
     assert cfg.hydra.mode.name == "MULTIRUN"
     assert cfg.hydra.sweep.dir == f"multirun/{name}"
+    check_overrides([f"sweeps={name}"])  # every arm's overrides name real variants and keys
 
 
 def _arm_config(overrides: list[str]) -> GPTConfig:
@@ -102,6 +103,16 @@ def test_a_mistyped_sweep_lists_the_valid_ones(tmp_path):
     result = cli("sweeps=seed_to_gtp2", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: unknown sweeps='seed_to_gtp2'; choose one of: {', '.join(sorted([*NAMED, 'none']))}"
+
+
+def test_a_bad_override_in_one_arm_is_one_line_before_anything_is_written(tmp_path):
+    """Rotary's `base` exists in the rotary arms only: the first arm without it is named, nothing is launched."""
+    result = cli("sweeps=gpt2_to_modern", "model.positional.base=500.0", f"hydra.sweep.dir={tmp_path}/sweep",
+                 cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: sweeps=gpt2_to_modern, arm 'gpt2': unknown key model.positional.base; model.positional has: name")
+    assert list(tmp_path.iterdir()) == []
 
 
 FAULTY = '''

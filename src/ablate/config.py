@@ -100,47 +100,71 @@ def import_user_modules() -> None:
 
 def check_overrides(args: list[str]) -> None:
     """Fail with one line on an unknown config-group option (``model/norm=postt``) or an unknown key
-    (``model.n_layr=3``), listing the valid ones.
+    (``model.n_layr=3``), listing the valid ones; with ``sweeps=NAME``, in each of the sweep's arms too.
 
-    Hydra would say it too, over several lines; this check runs first and says it in one.
+    Hydra would say it too, over several lines (for a sweep's arm, after writing the sweep's folder);
+    this check runs first and says it in one.
     """
     overrides = [a for a in args if not a.startswith("-")]
+    parser = OverridesParser.create()
     try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
+        parsed = parser.parse_overrides(overrides)
     except Exception:
         return  # a syntax error: Hydra's own message names it
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         loader = GlobalHydra.instance().config_loader()
-        groups, keys = [], []  # the composition the first job gets, the plain keys it sets
-        for override in parsed:
-            group = override.key_or_group
-            if override.is_delete() or group.startswith("hydra"):
-                continue
-            options = loader.get_group_options(group)
-            if not options:
-                if override.type == OverrideType.CHANGE:  # +key=... and ++key=... may add keys
-                    keys.append(group)
-                elif not override.is_sweep_override():
-                    groups.append(override.input_line)
-                continue  # not a config group: a plain value
-            values = (
-                list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
-            )
-            for value in values:
-                if isinstance(value, str) and value not in options:
-                    raise ConfigError(f"unknown {group}={value!r}; choose one of: {', '.join(options)}")
-                if group == "sweeps":
-                    _check_sweeper_installed(value, loader.get_group_options("hydra/sweeper"))
-            groups.append(f"{override.get_key_element()}={values[0]}")
-        if keys:
+        sweeps = _check_parsed(parsed, loader, check_keys=False)  # group options first, then keys per run
+        runs = [] if sweeps else [("", overrides)]  # what jobs compose: the command line, or each arm of a sweep
+        for sweep in sweeps:
+            spec = OmegaConf.to_container(OmegaConf.load(sweeps_dir() / f"{sweep}.yaml"))
+            sweeper = (spec.get("hydra") or {}).get("sweeper") or {}
+            params = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]  # as Hydra's sweeper does
+            runs += [(f"sweeps={sweep}" + (f", arm {arm!r}" if arm else "") + ": ", [*params, *overrides, *more])
+                     for arm, more in (sweeper.get("arms") or {"": []}).items()] if sweeper else [("", overrides)]
+        for where, run in runs:
             try:
-                cfg = OmegaConf.to_container(compose(config_name="config", overrides=groups), resolve=False)
-            except Exception:
-                cfg = None  # a composition error: Hydra's own message names it
-            for key in keys if isinstance(cfg, dict) else []:
-                _check_key(key, cfg, loader.get_group_options)
+                parsed_run = parser.parse_overrides(run)
+            except Exception as e:
+                raise ConfigError(f"{where}{(str(e).strip().splitlines() or [''])[0]}") from None
+            try:
+                _check_parsed(parsed_run, loader)
+            except ConfigError as e:
+                raise ConfigError(f"{where}{e}") from None
     GlobalHydra.instance().clear()
+
+
+def _check_parsed(parsed: list[Any], loader: Any, check_keys: bool = True) -> list[str]:
+    """Check parsed overrides against the config groups and (``check_keys``) the config they compose;
+    return the sweeps chosen."""
+    groups, keys, sweeps = [], [], []  # the composition the first job gets, the plain keys it sets
+    for override in parsed:
+        group = override.key_or_group
+        if override.is_delete() or group.startswith("hydra"):
+            continue
+        options = loader.get_group_options(group)
+        if not options:
+            if override.type == OverrideType.CHANGE:  # +key=... and ++key=... may add keys
+                keys.append(group)
+            elif not override.is_sweep_override():
+                groups.append(override.input_line)
+            continue  # not a config group: a plain value
+        values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
+        for value in values:
+            if isinstance(value, str) and value not in options:
+                raise ConfigError(f"unknown {group}={value!r}; choose one of: {', '.join(options)}")
+            if group == "sweeps":
+                _check_sweeper_installed(value, loader.get_group_options("hydra/sweeper"))
+                sweeps.append(value)
+        groups.append(f"{override.get_key_element()}={values[0]}")
+    if keys and check_keys:
+        try:
+            cfg = OmegaConf.to_container(compose(config_name="config", overrides=groups), resolve=False)
+        except Exception:
+            cfg = None  # a composition error: Hydra's own message names it
+        for key in keys if isinstance(cfg, dict) else []:
+            _check_key(key, cfg, loader.get_group_options)
+    return sweeps
 
 
 def _check_key(key: str, cfg: dict, group_options: Any) -> None:
