@@ -77,6 +77,8 @@ def test_unknown_variant_names_the_valid_ones():
          "sweeps=gpt2_to_modern, arm 'gpt2': unknown key model.positional.base; model.positional has: name"),
         (["sweeps=search_lr", "optim.lrr=1"], "sweeps=search_lr: unknown key optim.lrr (did you mean optim.lr?); "),
         (["sweeps=none", "model.n_layr=1"], "unknown key model.n_layr (did you mean model.n_layer?); "),
+        # Hydra's flags and their values are not overrides: the override after them is still checked
+        (["--cfg", "job", "--package", "model", "-i", "config", "model.n_layr=1"], "unknown key model.n_layr "),
     ],
 )
 def test_unknown_key_is_one_line_naming_its_parents_keys(args, message):

@@ -105,7 +105,7 @@ def check_overrides(args: list[str]) -> None:
     Hydra would say it too, over several lines (for a sweep's arm, after writing the sweep's folder);
     this check runs first and says it in one.
     """
-    overrides = [a for a in args if not a.startswith("-")]
+    overrides = [a for i, a in enumerate(args) if not a.startswith("-") and not _flag_value(args, i)]
     parser = OverridesParser.create()
     try:
         parsed = parser.parse_overrides(overrides)
@@ -132,6 +132,18 @@ def check_overrides(args: list[str]) -> None:
             except ConfigError as e:
                 raise ConfigError(f"{where}{e}") from None
     GlobalHydra.instance().clear()
+
+
+# Hydra's flags that take a value as the next argument (``--cfg job``); ``--info``'s is optional
+_VALUE_FLAGS = {"-c", "--cfg", "-p", "--package", "-cp", "--config-path", "-cn", "--config-name", "-cd",
+                "--config-dir", "--experimental-rerun"}
+_INFO_VALUES = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
+
+
+def _flag_value(args: list[str], i: int) -> bool:
+    """Whether ``args[i]`` is the value of the Hydra flag before it, not an override."""
+    before = args[i - 1] if i else ""
+    return before in _VALUE_FLAGS or (before in ("-i", "--info") and args[i] in _INFO_VALUES)
 
 
 def _check_parsed(parsed: list[Any], loader: Any, check_keys: bool = True) -> list[str]:
