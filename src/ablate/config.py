@@ -114,15 +114,17 @@ def check_overrides(args: list[str]) -> None:
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         loader = GlobalHydra.instance().config_loader()
-        sweeps = _check_parsed(parsed, loader, check_keys=False)  # group options first, then keys per run
-        runs = [] if sweeps else [("", overrides)]  # what jobs compose: the command line, or each arm of a sweep
-        for sweep in sweeps:
+        runs = []  # what jobs compose: each arm of the chosen sweep, or else the command line alone
+        for sweep in _check_parsed(parsed, loader, check_keys=False):  # group options first, then keys per run
             spec = OmegaConf.to_container(OmegaConf.load(sweeps_dir() / f"{sweep}.yaml"))
             sweeper = (spec.get("hydra") or {}).get("sweeper") or {}
+            if not sweeper:
+                continue  # sweeps=none
             params = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]  # as Hydra's sweeper does
-            runs += [(f"sweeps={sweep}" + (f", arm {arm!r}" if arm else "") + ": ", [*params, *overrides, *more])
-                     for arm, more in (sweeper.get("arms") or {"": []}).items()] if sweeper else [("", overrides)]
-        for where, run in runs:
+            for arm, more in (sweeper.get("arms") or {"": []}).items():
+                where = f"sweeps={sweep}" + (f", arm {arm!r}" if arm else "") + ": "
+                runs.append((where, [*params, *overrides, *more]))
+        for where, run in runs or [("", overrides)]:
             try:
                 parsed_run = parser.parse_overrides(run)
             except Exception as e:
@@ -188,14 +190,15 @@ def _check_key(key: str, cfg: dict, group_options: Any) -> None:
         if part not in node:
             parent = ".".join(parts[:i])
             near = difflib.get_close_matches(part, [str(k) for k in node], n=1)
-            if group_options(key.replace(".", "/")):
-                hint = f" ({key.replace('.', '/')} is a config group: {key.replace('.', '/')}=...)"
+            group = key.replace(".", "/")
+            if group_options(group):
+                hint = f" ({group} is a config group: {group}=...)"
             elif near:
                 hint = f" (did you mean {'.'.join([*parts[:i], near[0]])}?)"
             else:
                 hint = ""
-            where = parent or "the root config"
-            raise ConfigError(f"unknown key {key}{hint}; {where} has: {', '.join(map(str, node))}")
+            keys = ", ".join(map(str, node))
+            raise ConfigError(f"unknown key {key}{hint}; {parent or 'the root config'} has: {keys}")
         node = node[part]
 
 

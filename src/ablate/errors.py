@@ -2,6 +2,7 @@
 
 import argparse
 import sys
+from typing import NoReturn
 
 
 class AblateError(Exception):
@@ -24,6 +25,6 @@ class ArgumentParser(argparse.ArgumentParser):
     """argparse's parser, but a bad command line is one line, ``error: ...``, and exit status 2, as everywhere
     else in ablate (argparse prints its usage block first; ``--help`` still shows it)."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
         sys.exit(2)
