@@ -63,6 +63,9 @@ def slug(text: str, limit: int = 120) -> str:
 
 if not OmegaConf.has_resolver("ablate_slug"):
     OmegaConf.register_new_resolver("ablate_slug", slug)
+if not OmegaConf.has_resolver("ablate_div"):
+    # ${ablate_div:${optim.lr},10}: a setting tied to a tuned one (min_lr a tenth of lr, as nanoGPT advises)
+    OmegaConf.register_new_resolver("ablate_div", lambda a, b: float(a) / float(b))
 register_sweeps()
 
 
@@ -121,6 +124,7 @@ def check_overrides(args: list[str]) -> None:
             if not sweeper:
                 continue  # sweeps=none
             params = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]  # as Hydra's sweeper does
+            params += [f"{k}={tune_values(v)}" for k, v in (sweeper.get("tune") or {}).items()]
             for arm, more in (sweeper.get("arms") or {"": []}).items():
                 where = f"sweeps={sweep}" + (f", arm {arm!r}" if arm else "") + ": "
                 runs.append((where, [*params, *overrides, *more]))
@@ -140,6 +144,14 @@ def check_overrides(args: list[str]) -> None:
 _VALUE_FLAGS = {"-c", "--cfg", "-p", "--package", "-cp", "--config-path", "-cn", "--config-name", "-cd",
                 "--config-dir", "--experimental-rerun"}
 _INFO_VALUES = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
+
+
+def tune_values(values: Any) -> str:
+    """A tuned key's grid (``hydra.sweeper.tune``) in Hydra's sweep syntax: ``[3e-4, 1e-3]`` (a YAML list)
+    or ``3e-4,1e-3`` both give ``3e-4,1e-3``."""
+    if isinstance(values, (list, tuple)) or OmegaConf.is_list(values):
+        return ",".join(str(v) for v in values)
+    return str(values)
 
 
 def _flag_value(args: list[str], i: int) -> bool:

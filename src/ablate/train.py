@@ -87,6 +87,18 @@ def _threads_per_parallel_job() -> int | None:
     return max(1, (os.cpu_count() or 1) // (n_jobs if n_jobs > 0 else os.cpu_count() or 1))
 
 
+def sweep_labels(cfg: DictConfig) -> dict[str, Any]:
+    """Where a run sits in its sweep, as its record says it: the sweep, the arm, the baseline, the practical
+    margin, and the values of the tuned keys (``{"optim.lr": 0.001}``); none of them change what the run computes."""
+    return {
+        "sweep": cfg.sweep.name,
+        "arm": cfg.sweep.arm,
+        "baseline": cfg.sweep.baseline,
+        "margin": cfg.sweep.get("margin"),
+        "tune": {key: OmegaConf.select(cfg, key) for key in cfg.sweep.get("tune") or []},
+    }
+
+
 def read_summary(output_dir: Path) -> dict[str, Any]:
     try:
         return json.loads((output_dir / SUMMARY).read_text())
@@ -138,6 +150,9 @@ def run(cfg: DictConfig, output_dir: str | Path, callbacks: list[Any] | None = N
     previous = read_summary(output_dir)
     if previous.get("run_id") == run_id and previous.get("status") in FINISHED:
         print(f"{output_dir}: already {previous['status']}, skipping (delete its summary.json to redo it)")
+        if {k: previous.get(k) for k in sweep_labels(cfg)} != sweep_labels(cfg):
+            previous.update(sweep_labels(cfg))  # the same run, now also part of this sweep: its labels follow
+            atomic_write_json(output_dir / SUMMARY, previous)
         return {**previous, "skipped": True}
     if previous and previous.get("run_id") != run_id:
         _move_aside(output_dir, f"replaced-{previous.get('run_id', 'unknown')}")
@@ -173,13 +188,13 @@ def run(cfg: DictConfig, output_dir: str | Path, callbacks: list[Any] | None = N
 
         choices = gpt.config.choices()
         arm = cfg.sweep.arm
-        name = cfg.logger.name or (f"{arm}-s{cfg.seed}" if arm else run_name(cfg.model, choices, cfg.seed))
+        point = [f"{key.split('.')[-1]}={value}" for key, value in sweep_labels(cfg)["tune"].items()]
+        default_name = "-".join([arm, *point, f"s{cfg.seed}"]) if arm else run_name(cfg.model, choices, cfg.seed)
+        name = cfg.logger.name or default_name
         summary = {
             "run_id": run_id,
             "name": name,
-            "sweep": cfg.sweep.name,
-            "arm": arm,
-            "baseline": cfg.sweep.baseline,
+            **sweep_labels(cfg),
             "preset": cfg.model.get("preset"),
             "choices": choices,
             "flags": gpt.config.flags(),

@@ -15,6 +15,18 @@ command line's own sweeps (``seed=1,2,3``)::
 Each job gets ``sweep.arm``: the arm's name plus the values of the other swept keys (the seed
 aside), which names the run in wandb and groups its seeds in reports. Jobs are launched through
 whichever launcher is configured; a job that fails does not stop the others.
+
+``tune`` crosses every arm with a grid of training settings (a learning-rate grid) whose points are
+not part of the arm: the runs of one arm at one point are its replicates there, and the report fits
+each arm's loss against the tuned setting to compare arms at their own best::
+
+    hydra:
+      sweeper:
+        tune:
+          optim.lr: [3e-4, 6e-4, 1e-3, 2e-3, 4e-3]
+
+Each job then gets ``sweep.tune`` (the tuned keys) and ``sweep.point`` (its point as a folder name,
+``lr=0.001/``, between the arm's folder and the seed's).
 """
 
 import json
@@ -32,6 +44,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 
+from ablate.config import tune_values
 from ablate.io import PLAN, SUMMARY, atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -46,6 +59,7 @@ class AblateSweeperConf:
     max_batch_size: Optional[int] = None  # noqa: UP045
     params: Optional[Dict[str, str]] = None  # noqa: UP006, UP045
     arms: Optional[Dict[str, List[str]]] = None  # noqa: UP006, UP045
+    tune: Optional[Dict[str, Any]] = None  # noqa: UP006, UP045
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="ablate", node=AblateSweeperConf, provider="ablate")
@@ -71,26 +85,31 @@ class AblateSweeper(BasicSweeper):
         max_batch_size: int | None = None,
         params: dict[str, str] | None = None,
         arms: dict[str, list[str]] | None = None,
+        tune: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(max_batch_size=max_batch_size, params=params)
         self.arms: dict[str, list[str]] = {k: list(v) for k, v in (arms or {}).items()}
+        self.tune: dict[str, str] = {k: tune_values(v) for k, v in (tune or {}).items()}
 
     def job_overrides(self, arguments: list[str]) -> list[list[str]]:
         """Every job's overrides: each arm (or none) crossed with the grid, plus its ``sweep.arm`` label."""
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        base = self._parse_config() + list(arguments)
+        base = self._parse_config() + [f"{k}={v}" for k, v in self.tune.items()] + list(arguments)
+        tuned = [o.get_key_element() for o in parser.parse_overrides([f"{k}={v}" for k, v in self.tune.items()])]
         jobs = []
         for arm, arm_overrides in (self.arms or {"": []}).items():
             overrides = parser.parse_overrides(base + arm_overrides)
             fixed = {o.get_key_element() for o in parser.parse_overrides(arm_overrides)}
             varying = [
                 o.get_key_element() for o in overrides
-                if o.is_sweep_override() and o.get_key_element() not in _NOT_IN_LABEL | fixed
+                if o.is_sweep_override() and o.get_key_element() not in _NOT_IN_LABEL | fixed | set(tuned)
             ]
             for job in self.split_arguments(overrides, None)[0]:
                 values = dict(item.split("=", 1) for item in job)
                 label = " ".join([arm] * bool(arm) + [f"{_short(k)}={values[k]}" for k in varying]) or "run"
-                jobs.append([*job, f"sweep.arm='{label}'"])
+                point = "".join(f"{_short(k)}={values[k]}/" for k in tuned if k in values)
+                tune = [f"sweep.tune=[{','.join(tuned)}]", f"sweep.point='{point}'"] if tuned else []
+                jobs.append([*job, f"sweep.arm='{label}'", *tune])
         return jobs
 
     def write_plan(self, sweep_dir: Path, arguments: list[str], jobs: list[list[str]]) -> None:
@@ -100,10 +119,14 @@ class AblateSweeper(BasicSweeper):
         planned = []
         for job in jobs:
             cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(job))
-            planned.append({"arm": cfg.sweep.arm, "seed": cfg.seed, "dir": cfg.hydra.sweep.subdir, "overrides": job})
+            point = {k: OmegaConf.select(cfg, k) for k in cfg.sweep.tune}
+            planned.append({"arm": cfg.sweep.arm, "seed": cfg.seed, "point": point, "dir": cfg.hydra.sweep.subdir,
+                            "overrides": job})
         plan = {
             "name": self.config.sweep.get("name"),
             "baseline": self.config.sweep.get("baseline"),
+            "margin": self.config.sweep.get("margin"),
+            "tune": {k: sorted({job["point"][k] for job in planned}) for k in planned[0]["point"]} if planned else {},
             # the command that reruns the sweep, Hydra's own overrides (launcher, folder) included
             "command": shlex.join(["ablate-train", "-m", *self.config.hydra.overrides.hydra, *arguments]),
             "jobs": planned,
