@@ -1,0 +1,115 @@
+"""The report's statistics, checked by simulation against known answers (no training; seconds)."""
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from ablate.statistics import (
+    ALPHA,
+    adjust,
+    adjust_p,
+    bootstrap_optimum,
+    compare,
+    detectable_effect,
+    equivalence_power,
+    fit_curve,
+    holm,
+    power,
+    seeds_to_decide,
+)
+
+RNG = np.random.default_rng(20261202)
+
+
+def test_holm_matches_its_definition_on_a_small_family():
+    # sorted p: 0.01, 0.02, 0.03, 0.2 -> 4*0.01, 3*0.02, 2*0.03, 1*0.2, made monotone
+    assert holm([0.03, 0.01, 0.2, 0.02]) == pytest.approx([0.06, 0.04, 0.2, 0.06])
+    assert adjust_p([0.01, 0.04, 0.03], "bh") == pytest.approx([0.03, 0.04, 0.04])
+
+
+def test_paired_comparison_is_scipys_paired_t_and_welch_is_used_without_shared_seeds():
+    a, b = RNG.normal(size=5), RNG.normal(size=5)
+    paired = compare(a, b, "ref", seeds=[1, 2, 3, 4, 5], reference_seeds=[1, 2, 3, 4, 5])
+    assert paired.test == "paired t" and paired.p == pytest.approx(stats.ttest_rel(a, b).pvalue)
+    welch = compare(a, b, "ref", seeds=[1, 2, 3, 4, 5], reference_seeds=[6, 7, 8, 9, 10])
+    assert welch.test == "Welch t" and welch.p == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def _null_pvalues(studies: int, m: int, n: int) -> np.ndarray:
+    """p-values of m paired comparisons per study, no true effect, n seeds each."""
+    d = RNG.normal(size=(studies, m, n))
+    return stats.ttest_1samp(d, 0.0, axis=-1).pvalue
+
+
+def test_holm_keeps_the_family_wise_error_of_13_null_comparisons_at_5_percent():
+    studies, m = 4000, 13
+    p = _null_pvalues(studies, m, n=3)
+    # the vectorised p-values are compare()'s
+    d = RNG.normal(size=3)
+    assert compare(d, np.zeros(3), "r", seeds=[1, 2, 3], reference_seeds=[1, 2, 3]).p == pytest.approx(
+        stats.ttest_1samp(d, 0.0).pvalue)
+    raw_fwer = np.mean((p < ALPHA).any(axis=1))
+    holm_fwer = np.mean([(np.array(holm(row)) < ALPHA).any() for row in p])
+    mc = 3 * np.sqrt(0.05 * 0.95 / studies)  # three Monte-Carlo standard errors
+    assert raw_fwer == pytest.approx(1 - 0.95**13, abs=3 * np.sqrt(0.49 * 0.51 / studies))  # about 49%
+    assert holm_fwer <= ALPHA + mc
+
+
+@pytest.mark.parametrize("n", [3, 5])
+def test_a_planted_2_sigma_effect_is_detected_at_the_claimed_power(n):
+    studies, sigma = 4000, 0.01
+    d = RNG.normal(2 * sigma, sigma, size=(studies, n))
+    detected = np.mean(stats.ttest_1samp(d, 0.0, axis=-1).pvalue < ALPHA)
+    assert detected == pytest.approx(power(2 * sigma, sigma, n), abs=0.05)
+    mde = detectable_effect(n, sigma)
+    d = RNG.normal(mde, sigma, size=(studies, n))
+    assert np.mean(stats.ttest_1samp(d, 0.0, axis=-1).pvalue < ALPHA) == pytest.approx(0.8, abs=0.05)
+
+
+def test_equivalence_is_declared_for_a_planted_zero_with_enough_seeds_and_refused_with_too_few():
+    sigma, margin = 0.006, 0.01
+
+    def declared(n: int, studies: int = 1000) -> float:
+        d = RNG.normal(0.0, sigma, size=(studies, n))
+        return np.mean([compare(row, np.zeros(n), "r", margin, list(range(n)), list(range(n))).p_equiv < ALPHA
+                        for row in d])
+
+    many, few = declared(10), declared(2)
+    assert many >= 0.95 and many == pytest.approx(equivalence_power(0, sigma, 10, margin), abs=0.05)
+    assert few <= 0.25 and few == pytest.approx(equivalence_power(0, sigma, 2, margin), abs=0.05)
+    n = seeds_to_decide(0.0, sigma, margin, ALPHA, 2)
+    assert n is not None and equivalence_power(0, sigma, n, margin) >= 0.8 > equivalence_power(0, sigma, n - 1, margin)
+
+
+def test_verdicts_follow_the_corrected_tests():
+    n, seeds = 6, list(range(6))
+    worse = compare(np.full(n, 0.05) + RNG.normal(0, 0.002, n), np.zeros(n), "r", 0.01, seeds, seeds)
+    same = compare(RNG.normal(0, 0.001, n), np.zeros(n), "r", 0.01, seeds, seeds)
+    noisy = compare(RNG.normal(0, 0.05, n), np.zeros(n), "r", 0.01, seeds, seeds)
+    verdicts = [c.verdict for c in adjust([worse, same, noisy])]
+    assert verdicts == ["worse", "equivalent", "inconclusive"]
+    assert adjust([noisy])[0].seeds_needed is None or adjust([noisy])[0].seeds_needed > n
+
+
+def test_the_bootstrap_ci_of_a_planted_learning_rate_optimum_covers_it_at_its_nominal_rate():
+    xs = np.log2([2.5e-4, 5e-4, 1e-3, 2e-3, 4e-3, 8e-3])
+    true_x, seeds, studies = np.log2(1.5e-3), 20, 400
+    covered = 0
+    for _ in range(studies):
+        seed_offset = RNG.normal(0, 0.01, size=(seeds, 1))  # a seed shifts its whole curve
+        curves = 1.9 + 0.02 * (xs - true_x) ** 2 + seed_offset + RNG.normal(0, 0.01, size=(seeds, len(xs)))
+        (low, high), _ = bootstrap_optimum(xs, curves, n_resamples=500, seed=int(RNG.integers(1 << 30)))
+        covered += low <= true_x <= high
+    assert covered / studies == pytest.approx(0.95, abs=0.05)
+
+
+def test_a_curve_fit_finds_the_vertex_flags_an_edge_and_leaves_out_diverged_points():
+    xs = np.log2([5e-4, 1e-3, 2e-3, 4e-3, 8e-3])
+    curve = 1.9 + 0.05 * (xs - np.log2(2e-3)) ** 2
+    fit = fit_curve(xs, np.stack([curve, curve + 0.01]))
+    assert fit.best_x == pytest.approx(np.log2(2e-3)) and fit.edge is None
+    falling = fit_curve(xs, np.stack([2.0 - 0.01 * xs, 2.01 - 0.01 * xs]))
+    assert falling.edge == "high" and falling.best_x == pytest.approx(xs[-1])
+    diverged = np.stack([curve, curve])
+    diverged[1, -1] = np.nan
+    assert fit_curve(xs, diverged).excluded == (xs[-1],)
