@@ -14,6 +14,7 @@ from matplotlib.image import imread
 from scipy import stats
 
 from ablate.errors import DataError
+from ablate.statistics import compare, holm
 from ablate.report import (
     Report,
     Sweep,
@@ -27,7 +28,6 @@ from ablate.report import (
     resolve_baseline,
     run_from_wandb,
     spread,
-    welch,
     write_report,
 )
 
@@ -106,7 +106,8 @@ def test_spread_is_mean_sample_std_and_t_interval():
 
 def test_welch_matches_scipy_and_the_welch_satterthwaite_interval():
     a, b = [2.10, 2.25, 2.18, 2.31], [2.00, 2.02, 1.97]
-    d = welch(a, b, "ref")
+    d = compare(a, b, "ref")  # no seeds shared: Welch
+    assert d.test == "Welch t"
     assert d.reference == "ref"
     assert d.diff == pytest.approx(statistics.mean(a) - statistics.mean(b), rel=1e-12)
     assert d.p == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue, rel=1e-12)
@@ -114,8 +115,8 @@ def test_welch_matches_scipy_and_the_welch_satterthwaite_interval():
     dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
     half = stats.t.ppf(0.975, dof) * math.sqrt(va + vb)
     assert d.ci == pytest.approx((d.diff - half, d.diff + half), rel=1e-9)
-    assert welch([1.0], b, "ref").p is None  # one seed: no test, only the difference
-    assert welch([1.0, 1.0], [2.0, 2.0], "ref").p is None  # no variance on either side
+    assert compare([1.0], b, "ref").p is None  # one seed: no test, only the difference
+    assert compare([1.0, 1.0], [2.0, 2.0], "ref").p is None  # no variance on either side
 
 
 def test_reference_is_the_parent_arm_else_the_baseline():
@@ -168,12 +169,17 @@ def test_arms_table_statistics_on_known_numbers(sweep_dir):
         assert a.best.mean == pytest.approx(statistics.mean(bests), rel=1e-12)
         assert a.n_params == (1000 + len(arm),) and a.tokens_per_sec == pytest.approx(200.0)
     assert rows["base"].delta is None
+    raw = {arm: stats.ttest_rel(FINALS[arm], FINALS["base"]).pvalue for arm in ("base+worse", "base+same")}
+    raw["flaky"] = stats.ttest_rel([2.5, 2.6], FINALS["base"][:2]).pvalue  # the seeds both have
+    adjusted = dict(zip(raw, holm(list(raw.values()))))
     for arm in ("base+worse", "base+same"):
-        expected = stats.ttest_ind(FINALS[arm], FINALS["base"], equal_var=False)
-        assert rows[arm].delta.reference == "base"
-        assert rows[arm].delta.p == pytest.approx(expected.pvalue, rel=1e-12)
+        assert rows[arm].delta.reference == "base" and rows[arm].delta.test == "paired t"  # seeds 1-3 on both sides
+        assert rows[arm].delta.p == pytest.approx(raw[arm], rel=1e-12)
+        assert rows[arm].delta.p_adj == pytest.approx(adjusted[arm], rel=1e-12)
         assert rows[arm].delta.diff == pytest.approx(statistics.mean(FINALS[arm]) - 2.0, rel=1e-12)
     assert rows["base+worse"].delta.p < 0.05 < rows["base+same"].delta.p
+    assert (rows["base+worse"].delta.verdict, rows["base+same"].delta.verdict) == ("worse", "inconclusive")
+    assert rows["base+same"].delta.mde > abs(rows["base+same"].delta.diff)  # too small an effect to see
     flaky = rows["flaky"]
     assert (flaky.done, flaky.planned, flaky.diverged, flaky.failed) == (3, 3, 1, 0)
     assert flaky.final.n == 2 and flaky.final.mean == pytest.approx(2.55)  # the replaced run's 9.0 is not in
@@ -185,18 +191,21 @@ def test_readme_says_it_in_words_and_numbers(sweep_dir, tmp_path):
     sections = ["# Sweep report: syn", "## Findings", "## Reproduce", "## Arms", "## Plots", "## Missing runs"]
     assert [readme.index(s) for s in sections] == sorted(readme.index(s) for s in sections)
     findings = readme.split("## Findings")[1].split("##")[0]
-    worse = stats.ttest_ind(FINALS["base+worse"], FINALS["base"], equal_var=False)
-    assert "Significantly worse" in findings and f"`base+worse` by +{0.3067:.4f}" in findings
-    assert worse.pvalue < 1e-4 and f"p = {worse.pvalue:.1e})" in findings  # small p-values in e-notation
-    assert "Not significant:" in findings and "`base+same` by +0.0033" in findings.split("Not significant:")[1]
-    assert "Significantly better" not in findings
+    p = [stats.ttest_rel(FINALS[a], FINALS["base"]).pvalue for a in ("base+worse", "base+same")]
+    p.append(stats.ttest_rel([2.5, 2.6], FINALS["base"][:2]).pvalue)
+    worse_adj = holm(p)[0]
+    assert "**Worse**: `base+worse` by +0.3067" in findings
+    assert f"adjusted p = {worse_adj:.4f})" in findings
+    assert "`base+same` by +0.0033" in findings.split("**Inconclusive**:")[1]
+    assert "**Better**" not in findings and "paired t-tests" in findings and "Holm–Bonferroni" in findings
     assert "12 planned runs finished; 1 diverged and 0 failed" in findings
     assert "```bash\nablate-train sweeps=syn\n```" in readme and "30 steps" in readme
     assert "n_layer=2, n_head=2, n_embd=16, block_size=16" in readme
     cells = row_of(readme, "base+worse")
     mean, std = statistics.mean(FINALS["base+worse"]), statistics.stdev(FINALS["base+worse"])
     assert cells[1:5] == ["3/3", "0", "0", f"{mean:.4f} ± {std:.4f}"]
-    assert cells[7:9] == ["`base`", f"+{mean - 2.0:.4f}"] and cells[11] == "1,010"
+    assert cells[7:9] == ["`base`", f"+{mean - 2.0:.4f}"] and cells[10] == "paired t" and cells[13] == "worse"
+    assert cells[15] == "1,010"
     assert row_of(readme, "flaky")[1:4] == ["3/3", "1", "0"]
     # reproducible: the same sweep gives the same README
     assert write_report(load_local(sweep_dir), tmp_path / "again").read_text() == readme
@@ -327,7 +336,7 @@ def test_plots_without_their_data_are_skipped_and_said_so(tmp_path):
     write_plan(root, ["a", "b"], [1, 2], baseline="a")
     for seed in (1, 2):
         write_run(root, "a", seed, 2.0 + seed / 10, layers=0)  # curves, no diagnostics
-        write_run(root, "b", seed, 2.1 + seed / 10)  # no metrics.csv at all
+        write_run(root, "b", seed, 2.1 + seed / 10 + 0.01 * seed**2)  # no metrics.csv at all
     out = tmp_path / "out"
     (out).mkdir()
     (out / "diagnostics.png").write_bytes(b"stale")  # from an earlier report: removed
@@ -462,9 +471,9 @@ def test_plain_words_say_which_settings_matter_in_both_directions(tmp_path):
     root = tmp_path / "sweep"
     effects = {  # arm -> final loss per seed (seeds 1, 2, 3)
         "A": [1.00, 1.01, 1.02], "B": [2.00, 2.01, 2.02],
-        "A+k1=b": [1.30, 1.31, 1.32], "B+k1=a": [1.70, 1.71, 1.72],
-        "A+k2=b": [1.20, 1.21, 1.22], "B+k2=a": [2.20, 2.21, 2.22],
-        "A+k3=b": [1.10, 1.11, 1.12], "B+k3=a": [2.00, 2.03, 1.98],
+        "A+k1=b": [1.30, 1.32, 1.31], "B+k1=a": [1.70, 1.72, 1.71],
+        "A+k2=b": [1.20, 1.22, 1.21], "B+k2=a": [2.20, 2.22, 2.21],
+        "A+k3=b": [1.10, 1.115, 1.12], "B+k3=a": [2.00, 2.03, 1.98],
         "A+k4=b": [1.01, 0.99, 1.03], "B+k4=a": [2.01, 2.02, 1.99],
     }
     for arm, finals in effects.items():
@@ -477,9 +486,9 @@ def test_plain_words_say_which_settings_matter_in_both_directions(tmp_path):
     lines = {line.split("**")[1]: line for line in plain.splitlines() if line.startswith("- **")}
     assert lines["`k1` matters"].startswith("- **`k1` matters**: `b` is worse whichever model it goes into")
     assert "in `A`, `k1=b` changes the loss by +0.3000" in lines["`k1` matters"]
-    assert "in `B`, `k1=a` changes the loss by -0.3000" in lines["`k1` matters"]
+    assert "in `B`, `k1=a` changes the loss by -0.3000 (better" in lines["`k1` matters"]
     assert "k2" in lines["`k2` matters, but which value is better depends on the rest of the model"]
-    assert "in `A`, `k3=b` changes the loss by +0.1000" in lines["`k3` matters in one direction only"]
-    assert "which is not significant" in lines["`k3` matters in one direction only"]
-    assert "`k4` makes no measurable difference" in lines
+    assert "in `A`, `k3=b` changes the loss by +0.1017 (worse" in lines["`k3` matters in one direction only"]
+    assert "(inconclusive, adjusted p = " in lines["`k3` matters in one direction only"]
+    assert "`k4` is not decided" in lines
     assert next(iter(lines)) == "`k1` matters"  # the largest effect first

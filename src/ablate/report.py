@@ -4,7 +4,10 @@ The report is built from plain run records (:class:`RunData`) that two loaders p
 record every run writes (``summary.json`` and ``metrics.csv``, see :mod:`ablate.records`), or the same
 runs read back from wandb. An arm's seeds are its replicates; each arm is compared with its parent
 arm (``<parent>+<change>``) or else with the sweep's baseline, by Welch's t-test on the final
-validation loss over seeds.
+validation loss over seeds: paired over shared seeds (seed s gives every arm the same data order),
+Welch's otherwise, the family corrected (Holm by default), each comparison given one of four verdicts
+(better, worse, equivalent within the sweep's margin, inconclusive) with its power. A sweep with a
+``tune:`` grid is also analysed arm by arm at each arm's own best learning rate (:mod:`ablate.statistics`).
 """
 
 from __future__ import annotations
@@ -17,9 +20,8 @@ import math
 import re
 import shlex
 import sys
-import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -29,10 +31,11 @@ from scipy import stats
 
 from ablate.errors import AblateError, ArgumentParser, ConfigError, DataError
 from ablate.io import FINISHED, METRICS, PLAN, SUMMARY, atomic_write_text
+from ablate.statistics import ALPHA, CORRECTIONS, MARGIN, Comparison, adjust, compare
 
 MULTIRUN = "multirun.yaml"  # Hydra's copy of the sweep's config
 SIZES = ("n_layer", "n_head", "n_embd", "block_size")
-ALPHA, LEVEL = 0.05, 0.95
+LEVEL = 0.95
 
 
 # -- run records ----------------------------------------------------------------------------------
@@ -54,6 +57,8 @@ class RunData:
     command: str | None = None
     version: str | None = None  # ablate's version and commit that made the run
     error: str | None = None
+    tune: dict[str, float] = field(default_factory=dict)  # the tuned keys' values: {"optim.lr": 0.001}
+    margin: float | None = None  # the sweep's practical margin (nats)
     steps: int | None = None
     val_loss_best: float | None = None
     val_loss_last: float | None = None
@@ -73,6 +78,21 @@ class Sweep:
     baseline: str | None = None
     command: str | None = None
     source: str = ""  # the ablate-report command that regenerates the report
+    tune: dict[str, list[float]] = field(default_factory=dict)  # the tuned keys and their grids
+    margin: float | None = None  # the practical margin the sweep declared (None: MARGIN)
+    correction: str = "holm"  # holm | bh
+
+
+def point_label(tune: dict[str, Any]) -> str:
+    """A run's grid point in words: ``{"optim.lr": 0.001}`` -> ``lr=0.001``."""
+    return " ".join(f"{key.split('.')[-1]}={value}" for key, value in tune.items())
+
+
+def cell(arm: str, tune: dict[str, Any]) -> str:
+    """What tables group a run by: its arm, and in a tuned sweep its grid point (``gpt2 lr=0.001``), so the
+    runs of an arm at one learning rate are its replicates there and ``gpt2+norm=post lr=0.001`` compares
+    with ``gpt2 lr=0.001``."""
+    return " ".join(filter(None, [arm, point_label(tune)]))
 
 
 def _arm_name(arm: str | None, name: str | None, seed: Any) -> str:
@@ -97,7 +117,7 @@ def run_from_files(summary: dict[str, Any], metrics_csv: str) -> RunData:
     """A run from its local record: the fields of ``summary.json`` and the rows of ``metrics.csv``."""
     known = {f.name for f in fields(RunData)} - {"arm", "status", "metrics"}
     values = {k: summary[k] for k in known if summary.get(k) is not None}
-    arm = _arm_name(summary.get("arm"), summary.get("name"), summary.get("seed"))
+    arm = cell(_arm_name(summary.get("arm"), summary.get("name"), summary.get("seed")), summary.get("tune") or {})
     return RunData(arm=arm, status=summary.get("status") or "running", metrics=parse_metrics_csv(metrics_csv), **values)
 
 
@@ -144,8 +164,11 @@ def run_from_wandb(
     (which holds ``status``) and its history rows. Pure, so it is tested on an offline run."""
     metrics = metrics_from_history(history)
     model, sweep = config.get("model") or {}, config.get("sweep") or {}
+    tune = {key: _select(config, key) for key in sweep.get("tune") or []}
     return RunData(
-        arm=_arm_name(config.get("arm") or sweep.get("arm"), name, config.get("seed")),
+        arm=cell(_arm_name(config.get("arm") or sweep.get("arm"), name, config.get("seed")), tune),
+        tune=tune,
+        margin=sweep.get("margin"),
         seed=config.get("seed"),
         status=summary.get("status") or "running",
         name=name,
@@ -162,6 +185,14 @@ def run_from_wandb(
         metrics=metrics,
         **record_fields(metrics),
     )
+
+
+def _select(config: dict[str, Any], key: str) -> Any:
+    """``optim.lr`` from a nested config dict."""
+    node: Any = config
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
 
 
 # -- loaders --------------------------------------------------------------------------------------
@@ -207,7 +238,7 @@ def load_local(sweep_dir: str | Path) -> Sweep:
     for path in _summary_paths(root):
         metrics = path.with_name(METRICS)
         runs.append(run_from_files(_read_json(path), metrics.read_text(encoding="utf-8") if metrics.is_file() else ""))
-    planned = [(str(job["arm"]), job.get("seed")) for job in plan.get("jobs") or []]
+    planned = [(cell(str(job["arm"]), job.get("point") or {}), job.get("seed")) for job in plan.get("jobs") or []]
     if not runs and not planned:
         raise DataError(f"{root}: no runs in it (no {SUMMARY} below it, no planned jobs in a {PLAN})")
     command = plan.get("command") or (runs[0].command if len(runs) == 1 else None)
@@ -217,7 +248,15 @@ def load_local(sweep_dir: str | Path) -> Sweep:
         planned=planned,
         baseline=plan.get("baseline") or next((r.baseline for r in runs if r.baseline), None),
         command=full_command(command, _hydra_overrides(root)) if command else None,
+        tune=plan.get("tune") or _grid(runs),
+        margin=plan.get("margin", next((r.margin for r in runs if r.margin is not None), None)),
     )
+
+
+def _grid(runs: Sequence[RunData]) -> dict[str, list[float]]:
+    """The tuned keys and their values, from the runs (where no plan says it)."""
+    keys = list(dict.fromkeys(k for r in runs for k in r.tune))
+    return {k: sorted({r.tune[k] for r in runs if k in r.tune}) for k in keys}
 
 
 def load_wandb(path: str, group: str) -> Sweep:
@@ -239,7 +278,8 @@ def load_wandb(path: str, group: str) -> Sweep:
     if not runs:
         raise DataError(f"no runs in wandb project {path} with group {group!r}; the group is the sweep's name")
     baseline = next((r.baseline for r in runs if r.baseline), None)
-    return Sweep(name=group, runs=runs, baseline=baseline)
+    margin = next((r.margin for r in runs if r.margin is not None), None)
+    return Sweep(name=group, runs=runs, baseline=baseline, tune=_grid(runs), margin=margin)
 
 
 def _state_status(state: str) -> str:
@@ -258,16 +298,6 @@ class Spread:
     ci: tuple[float, float] | None = None
 
 
-@dataclass(frozen=True)
-class Delta:
-    """An arm minus its reference: mean difference, Welch 95% CI of it, and Welch's p-value."""
-
-    reference: str
-    diff: float
-    ci: tuple[float, float] | None = None
-    p: float | None = None
-
-
 def spread(values: Sequence[float]) -> Spread:
     """Describe replicates; the CI uses the t-distribution with n - 1 degrees of freedom."""
     n = len(values)
@@ -281,18 +311,6 @@ def spread(values: Sequence[float]) -> Spread:
         return Spread(n, mean, 0.0, (mean, mean))
     low, high = stats.t.interval(LEVEL, n - 1, loc=mean, scale=stats.sem(values))
     return Spread(n, mean, std, (float(low), float(high)))
-
-
-def welch(values: Sequence[float], reference: Sequence[float], name: str) -> Delta:
-    """Welch's t-test of ``values`` against ``reference``; untested with fewer than two on a side or no variance."""
-    diff = float(np.mean(values) - np.mean(reference))
-    if len(values) < 2 or len(reference) < 2 or np.var(values) == np.var(reference) == 0:
-        return Delta(name, diff)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # nearly equal values: scipy warns, the result stands
-        result = stats.ttest_ind(values, reference, equal_var=False)
-        low, high = result.confidence_interval(LEVEL)
-    return Delta(name, diff, (float(low), float(high)), float(result.pvalue))
 
 
 def reference_arm(arm: str, arms: Sequence[str], baseline: str | None) -> str | None:
@@ -333,7 +351,7 @@ class ArmStats:
     best: Spread
     n_params: tuple[int, ...]
     tokens_per_sec: float | None
-    delta: Delta | None
+    delta: Comparison | None
 
 
 @dataclass(frozen=True)
@@ -361,21 +379,24 @@ def latest_runs(runs: Sequence[RunData]) -> list[RunData]:
     return list(chosen.values())
 
 
-def _finals(runs: Iterable[RunData]) -> list[float]:
-    return [r.val_loss_final for r in runs if r.status == "completed" and r.val_loss_final is not None]
+def _seeded_finals(runs: Iterable[RunData]) -> tuple[list[float], list[int | None]]:
+    """The completed runs' final losses and their seeds, in the same order."""
+    done = [r for r in runs if r.status == "completed" and r.val_loss_final is not None]
+    return [r.val_loss_final for r in done], [r.seed for r in done]
 
 
 def arm_stats(sweep: Sweep, baseline: str | None) -> list[ArmStats]:
-    """The arms table: counts, final and best validation loss over seeds, and the delta to each reference."""
+    """The arms table: counts, final and best validation loss over seeds, and the comparison with each
+    reference (paired over shared seeds, else Welch), the family corrected as ``sweep.correction`` says."""
     runs = latest_runs(sweep.runs)
     arms = arm_order(sweep)
     by_arm = {a: [r for r in runs if r.arm == a] for a in arms}
     rows = []
     for arm in arms:
         own = by_arm[arm]
-        finals = _finals(own)
+        finals, seeds = _seeded_finals(own)
         ref = reference_arm(arm, arms, baseline)
-        ref_finals = _finals(by_arm[ref]) if ref else []
+        ref_finals, ref_seeds = _seeded_finals(by_arm[ref]) if ref else ([], [])
         completed = [r for r in own if r.status == "completed"]
         speeds = [r.tokens_per_sec for r in completed if r.tokens_per_sec is not None]
         rows.append(ArmStats(
@@ -388,9 +409,15 @@ def arm_stats(sweep: Sweep, baseline: str | None) -> list[ArmStats]:
             best=spread([r.val_loss_best for r in completed if r.val_loss_best is not None]),
             n_params=tuple(sorted({r.n_params for r in own if r.n_params is not None})),
             tokens_per_sec=float(np.mean(speeds)) if speeds else None,
-            delta=welch(finals, ref_finals, ref) if ref and finals and ref_finals else None,
+            delta=compare(finals, ref_finals, ref, margin(sweep), seeds, ref_seeds) if finals and ref_finals else None,
         ))
-    return rows
+    adjusted = iter(adjust([r.delta for r in rows if r.delta is not None], sweep.correction))
+    return [replace(r, delta=next(adjusted)) if r.delta is not None else r for r in rows]
+
+
+def margin(sweep: Sweep) -> float:
+    """The sweep's practical margin in nats, or the default the report states."""
+    return MARGIN if sweep.margin is None else float(sweep.margin)
 
 
 def missing_runs(sweep: Sweep) -> list[Missing]:
@@ -525,19 +552,27 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 def arms_table(arms: Sequence[ArmStats]) -> str:
     """The arms table in Markdown, losses to 4 decimals."""
     header = ["arm", "seeds done/planned", "diverged", "failed", "final val loss (mean ± std)", "95% CI",
-              "best val loss (mean ± std)", "reference", "Δ final", "95% CI of Δ (Welch)", "p", "parameters",
-              "tokens/s"]
+              "best val loss (mean ± std)", "reference", "Δ final", "95% CI of Δ", "test", "p", "p adj.",
+              "verdict", "detectable Δ (80% power)", "parameters", "tokens/s"]
     rows = []
     for a in arms:
         d = a.delta
         rows.append([
             f"`{a.arm}`", f"{a.done}/{a.planned}", a.diverged, a.failed, _mean_std(a.final), _ci(a.final.ci),
             _mean_std(a.best), f"`{d.reference}`" if d else "—", _signed(d.diff) if d else "—",
-            _ci(d.ci, _signed) if d else "—", _p(d.p) if d else "—",
+            _ci(d.ci, _signed) if d else "—", d.test if d else "—", _p(d.p) if d else "—",
+            _p(d.p_adj) if d else "—", _verdict(d) if d else "—", f"±{_loss(d.mde)}" if d and d.mde else "—",
             "–".join(f"{n:,}" for n in a.n_params) or "—",
             "—" if a.tokens_per_sec is None else f"{a.tokens_per_sec:,.0f}",
         ])
     return _table(header, rows)
+
+
+def _verdict(d: Comparison) -> str:
+    """The verdict in the words the findings use: better, worse, equivalent within ±margin, inconclusive."""
+    if not d.tested:
+        return "untested"
+    return f"equivalent within ±{d.margin:g}" if d.verdict == "equivalent" else d.verdict
 
 
 def _listed(arms: Sequence[ArmStats], baseline: str | None, limit: int = 8) -> str:
@@ -549,7 +584,7 @@ def _listed(arms: Sequence[ArmStats], baseline: str | None, limit: int = 8) -> s
 def _comparison(a: ArmStats, baseline: str | None) -> str:
     d = a.delta
     versus = "" if d.reference == baseline else f" vs `{d.reference}`"
-    return f"`{a.arm}`{versus} by {_signed(d.diff)} (95% CI {_ci(d.ci, _signed)}, p = {_p(d.p)})"
+    return f"`{a.arm}`{versus} by {_signed(d.diff)} (95% CI {_ci(d.ci, _signed)}, adjusted p = {_p(d.p_adj)})"
 
 
 def swaps(arms: Sequence[ArmStats]) -> dict[str, tuple[ArmStats, ArmStats]]:
@@ -558,7 +593,7 @@ def swaps(arms: Sequence[ArmStats]) -> dict[str, tuple[ArmStats, ArmStats]]:
     by_key: dict[str, list[ArmStats]] = {}
     for a in arms:
         head = a.arm.split(" ")[0]
-        if a.delta is None or "+" not in head or a.delta.p is None:
+        if a.delta is None or "+" not in head or not a.delta.tested:
             continue
         parent, change = head.rsplit("+", 1)
         if a.delta.reference.split(" ")[0] == parent:
@@ -568,7 +603,8 @@ def swaps(arms: Sequence[ArmStats]) -> dict[str, tuple[ArmStats, ArmStats]]:
 
 def _change(a: ArmStats) -> str:
     parent, change = a.arm.split(" ")[0].rsplit("+", 1)
-    return f"in `{parent}`, `{change}` changes the loss by {_signed(a.delta.diff)} (p = {_p(a.delta.p)})"
+    return (f"in `{parent}`, `{change}` changes the loss by {_signed(a.delta.diff)} "
+            f"({_verdict(a.delta)}, adjusted p = {_p(a.delta.p_adj)})")
 
 
 def plain_words(report: Report) -> str:
@@ -576,7 +612,7 @@ def plain_words(report: Report) -> str:
     lines = []
     pairs = sorted(swaps(report.arms).items(), key=lambda kv: -max(abs(a.delta.diff) for a in kv[1]))
     for key, (a, b) in pairs:
-        sig_a, sig_b = a.delta.p < ALPHA, b.delta.p < ALPHA
+        sig_a, sig_b = a.delta.verdict in ("better", "worse"), b.delta.verdict in ("better", "worse")
         if sig_a and sig_b and (a.delta.diff > 0) != (b.delta.diff > 0):
             worse = a if a.delta.diff > 0 else b  # the arm that took on the worse value
             value = worse.arm.split(" ")[0].rsplit("=", 1)[1]
@@ -587,21 +623,34 @@ def plain_words(report: Report) -> str:
                          f"{_change(a)}; {_change(b)}.")
         elif sig_a or sig_b:
             hit, other = (a, b) if sig_a else (b, a)
-            lines.append(f"- **`{key}` matters in one direction only**: {_change(hit)}; but {_change(other)}, "
-                         f"which is not significant.")
+            lines.append(f"- **`{key}` matters in one direction only**: {_change(hit)}; but {_change(other)}.")
+        elif a.delta.verdict == b.delta.verdict == "equivalent":
+            lines.append(f"- **`{key}` makes no difference beyond the margin**, either way: {_change(a)}; "
+                         f"{_change(b)}.")
         else:
-            lines.append(f"- **`{key}` makes no measurable difference**: {_change(a)}; {_change(b)}.")
+            lines.append(f"- **`{key}` is not decided**: neither direction is shown different, nor both equivalent: "
+                         f"{_change(a)}; {_change(b)}.")
     if not lines:
         return ""
     by_name = {a.arm: a for a in report.arms}
     heads = [
         f"`{a.arm}` ends at {_loss(a.final.mean)} and `{a.delta.reference}` at "
         f"{_loss(by_name[a.delta.reference].final.mean)}: {_signed(a.delta.diff)} (95% CI {_ci(a.delta.ci, _signed)}, "
-        f"p = {_p(a.delta.p)}, {a.final.n} seeds each)."
-        for a in report.arms if "+" not in a.arm and a.delta is not None and a.delta.p is not None
+        f"{_verdict(a.delta)}, adjusted p = {_p(a.delta.p_adj)}, {a.final.n} seeds each)."
+        for a in report.arms if "+" not in a.arm and a.delta is not None and a.delta.tested
     ]
     return " ".join([*heads, "Setting by setting, each changed in both directions (final validation loss over the "
-                     f"whole split, lower is better; significant at p < {ALPHA}):"]) + "\n\n" + "\n".join(lines)
+                     f"whole split, lower is better; {rule(report)}):"]) + "\n\n" + "\n".join(lines)
+
+
+def rule(report: Report) -> str:
+    """How the verdicts were reached, in one clause."""
+    method = {"holm": "Holm–Bonferroni", "bh": "Benjamini–Hochberg"}[report.sweep.correction]
+    tests = sorted({a.delta.test for a in report.arms if a.delta is not None and a.delta.tested})
+    return (f"{' or '.join(tests) or 'paired or Welch t'}-tests on the final validation loss over seeds, "
+            f"{method}-adjusted over the {sum(1 for a in report.arms if a.delta and a.delta.tested)} comparisons; "
+            f"*better*/*worse*: adjusted p < {ALPHA}; *equivalent within ±{margin(report.sweep):g}*: both one-sided "
+            f"tests against the margin adjusted p < {ALPHA}; otherwise *inconclusive*")
 
 
 def findings(report: Report) -> str:
@@ -614,23 +663,19 @@ def findings(report: Report) -> str:
     ]
     if missing:
         text.append(f"**Partial sweep:** {len(missing)} runs have no result (listed under Missing runs).")
-    tested = sorted((a for a in arms if a.delta and a.delta.p is not None), key=lambda a: -abs(a.delta.diff))
-    worse = [a for a in tested if a.delta.p < ALPHA and a.delta.diff > 0]
-    better = [a for a in tested if a.delta.p < ALPHA and a.delta.diff < 0]
-    plain = [a for a in tested if a.delta.p >= ALPHA]
-    untested = [a for a in arms if a.arm != report.baseline and (a.delta is None or a.delta.p is None)]
-    rule = (f"p < {ALPHA}, Welch's t-test on the final validation loss over seeds; the reference is the baseline "
-            f"`{report.baseline}` unless named")
-    if worse:
-        text.append(f"Significantly worse than their reference ({rule}): {_listed(worse, report.baseline)}.")
-    if better:
-        text.append(f"Significantly better ({rule}): {_listed(better, report.baseline)}.")
-    if not (worse or better):
-        text.append(f"No arm differs significantly from its reference ({rule})" + (":" if plain else "."))
-    elif plain:
-        text.append("Not significant:")
-    if plain:
-        text.append(f"{_listed(plain, report.baseline)}.")
+    tested = sorted((a for a in arms if a.delta and a.delta.tested), key=lambda a: -abs(a.delta.diff))
+    groups = {v: [a for a in tested if a.delta.verdict == v] for v in ("worse", "better", "equivalent", "inconclusive")}
+    untested = [a for a in arms if a.arm != report.baseline and (a.delta is None or not a.delta.tested)]
+    text.append(f"Verdicts ({rule(report)}; the reference is the baseline `{report.baseline}` unless named):")
+    words = {"worse": "**Worse**", "better": "**Better**",
+             "equivalent": f"**Equivalent within ±{margin(report.sweep):g}**", "inconclusive": "**Inconclusive**"}
+    for verdict, group in groups.items():
+        if group:
+            text.append(f"{words[verdict]}: {_listed(group, report.baseline)}.")
+    if not tested:
+        text.append("none tested.")
+    if groups["inconclusive"]:
+        text.append(power_sentence(report, groups["inconclusive"]))
     if untested:
         names = ", ".join(f"`{a.arm}` ({a.final.n} completed" + f", {a.diverged} diverged" * bool(a.diverged) + ")"
                           for a in untested)
@@ -640,6 +685,36 @@ def findings(report: Report) -> str:
         axis = max(ranges, key=ranges.get)
         text.append(f"Of the factorial axes, `{axis}` has the largest main effect (range {_loss(ranges[axis])}).")
     return " ".join(text)
+
+
+def power_sentence(report: Report, inconclusive: Sequence[ArmStats]) -> str:
+    """What the inconclusive comparisons could have seen, and the seeds (and command) that would decide them."""
+    mdes = [a.delta.mde for a in inconclusive if a.delta.mde]
+    needed = [a.delta.seeds_needed for a in inconclusive]
+    text = (f"With these seeds the inconclusive comparisons could detect, at 80% power, effects of "
+            f"±{_loss(min(mdes))} to ±{_loss(max(mdes))} nats" if mdes else "")
+    decidable = [n for n in needed if n is not None]
+    if decidable:
+        seeds = sorted({r.seed for r in report.sweep.runs if isinstance(r.seed, int)})
+        target = max(decidable)
+        command = more_seeds_command(report.sweep, seeds, target)
+        text += (f"; if the true differences are the observed ones, {min(decidable)} to {target} seeds per arm "
+                 f"would decide {len(decidable)} of the {len(inconclusive)} (see the table)")
+        if command:
+            text += f", and this adds the seeds (relaunching skips the finished runs): `{command}`"
+    if len(decidable) < len(inconclusive):
+        text += (f"; {len(inconclusive) - len(decidable)} would need over 100 seeds: their differences are too close "
+                 f"to the margin to decide")
+    return text + "." if text else ""
+
+
+def more_seeds_command(sweep: Sweep, seeds: Sequence[int], target: int) -> str | None:
+    """The sweep's command with the seed list extended to ``target`` seeds per arm, or None without a command."""
+    if not sweep.command or target <= len(seeds):
+        return None
+    extra = list(range(max(seeds, default=0) + 1, max(seeds, default=0) + 1 + target - len(seeds)))
+    words = [w for w in sweep.command.split() if not w.startswith("seed=")]
+    return " ".join([*words, "seed=" + ",".join(map(str, [*seeds, *extra]))])
 
 
 def reproduce(report: Report) -> str:
@@ -700,7 +775,8 @@ def missing_section(missing: Sequence[Missing]) -> str:
 PLOT_TEXT = {
     "curves.png": ("Validation loss during training", "validation loss vs step per arm: mean over completed seeds, "
                    "band from the lowest to the highest seed, log scale", "no arm has a completed run with `val/loss`"),
-    "deltas.png": ("Δ vs reference", "final validation loss minus the reference arm's, with the Welch 95% CI",
+    "deltas.png": ("Δ vs reference", "final validation loss minus the reference arm's, with its 95% CI (paired "
+                   "over shared seeds, else Welch), coloured by verdict",
                    "no arm has a tested Δ (two or more completed seeds on both sides)"),
     "diagnostics.png": ("Diagnostics", "gradient norm and attention entropy per layer at the last logged step, "
                         "mean over completed seeds", "no completed run logged `diag/grad_norm` or `diag/attn_entropy`"),
@@ -812,11 +888,15 @@ def plot_deltas(report: Report, path: Path) -> bool:
     y = np.arange(len(tested))[::-1]
     diffs = [a.delta.diff for a in tested]
     errors = [[d - a.delta.ci[0] for d, a in zip(diffs, tested)], [a.delta.ci[1] - d for d, a in zip(diffs, tested)]]
-    colors = ["C3" if a.delta.p < ALPHA and a.delta.diff > 0 else "C2" if a.delta.p < ALPHA else "C7" for a in tested]
+    palette = {"worse": "C3", "better": "C2", "equivalent": "C0", "inconclusive": "C7"}
+    colors = [palette[a.delta.verdict] for a in tested]
     ax.barh(y, diffs, xerr=errors, color=colors, capsize=3)
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set_yticks(y, labels, fontsize="small")
-    ax.set(xlabel="Δ final validation loss (lower is better; red/green: p < 0.05)",
+    margin_ = tested[0].delta.margin
+    ax.axvspan(-margin_, margin_, color="C0", alpha=0.08, linewidth=0)  # the equivalence margin
+    ax.set(xlabel="Δ final validation loss (lower is better; red worse, green better, blue equivalent "
+                  "within the shaded margin, grey inconclusive)",
            title="Δ vs reference (the baseline unless named), 95% CI")
     fig.savefig(path)
     return True
@@ -890,6 +970,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--baseline", help="the arm to compare the others with (default: the sweep's baseline)")
     parser.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read the runs from wandb instead of SWEEP_DIR")
     parser.add_argument("--group", help="with --wandb: the runs' wandb group (the sweep's name)")
+    parser.add_argument("--correction", default="holm", choices=CORRECTIONS,
+                        help="multiple-comparison correction: holm (family-wise error, default) or bh (false "
+                             "discovery rate, Benjamini-Hochberg)")
+    parser.add_argument("--margin", type=float, help="the practical margin in nats (default: the sweep's, else "
+                                                     f"{MARGIN})")
     args = parser.parse_args(argv)
     if bool(args.sweep_dir) == bool(args.wandb):
         parser.error("give either SWEEP_DIR or --wandb ENTITY/PROJECT --group NAME")
@@ -905,6 +990,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         sweep = load_wandb(args.wandb, args.group) if args.wandb else load_local(args.sweep_dir)
         sweep.source = shlex.join(["ablate-report", *argv])
+        sweep.correction = args.correction
+        if args.margin is not None:
+            if not args.margin > 0:
+                raise ConfigError(f"--margin {args.margin}: give a positive number of nats, e.g. 0.01")
+            sweep.margin = args.margin
         if args.baseline:
             arms = arm_order(sweep)
             if find_arm(args.baseline, arms) is None:

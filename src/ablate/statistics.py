@@ -182,7 +182,11 @@ def detectable_effect(n: int, sd: float | None, alpha: float = ALPHA, paired: bo
     """The smallest |Δ| a two-sided t-test detects with 80% power, given n seeds and the spread ``sd``."""
     if not sd or n < 2:
         return None
-    high = 30 * _se(sd, n, paired)  # a noncentrality of 30: power 1 for any n >= 2
+    high = _se(sd, n, paired)
+    while power(high, sd, n, alpha, paired) < POWER:  # one degree of freedom at a strict alpha needs a large effect
+        high *= 2
+        if high > 1e4 * _se(sd, n, paired):
+            return None
     return float(optimize.brentq(lambda e: power(e, sd, n, alpha, paired) - POWER, 0.0, high))
 
 
