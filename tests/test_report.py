@@ -14,7 +14,6 @@ from matplotlib.image import imread
 from scipy import stats
 
 from ablate.errors import DataError
-from ablate.statistics import compare, holm
 from ablate.report import (
     Report,
     Sweep,
@@ -30,6 +29,7 @@ from ablate.report import (
     spread,
     write_report,
 )
+from ablate.statistics import compare, holm
 
 REPORT = Path(sys.executable).parent / "ablate-report"
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -492,3 +492,53 @@ def test_plain_words_say_which_settings_matter_in_both_directions(tmp_path):
     assert "(inconclusive, adjusted p = " in lines["`k3` matters in one direction only"]
     assert "`k4` is not decided" in lines
     assert next(iter(lines)) == "`k1` matters"  # the largest effect first
+
+
+# -- a tuned sweep --------------------------------------------------------------------------------
+GRID = [1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2]
+
+
+def tuned_loss(arm: str, lr: float, seed: int) -> float:
+    """A is best at lr 4e-3 (1.90); A+k=b is best at 7e-4, below the grid, and lower there (1.85), so it loses
+    at A's best learning rate and wins at its own: the ranking flips."""
+    x, offset = math.log2(lr), 0.004 * (seed - 2) + 0.001 * math.sin(7 * lr * seed)
+    if arm == "A":
+        return 1.90 + 0.05 * (x - math.log2(4e-3)) ** 2 + offset
+    return 1.85 + 0.1 * (x - math.log2(7e-4)) ** 2 + offset
+
+
+def test_a_tuned_sweep_compares_each_arm_at_its_own_best_learning_rate(tmp_path):
+    root = tmp_path / "tuned"
+    jobs = []
+    for arm in ("A", "A+k=b"):
+        for lr in GRID:
+            for seed in (1, 2, 3):
+                out = root / arm / f"lr={lr}" / f"seed={seed}"
+                out.mkdir(parents=True)
+                diverged = arm == "A" and lr == GRID[-1] and seed == 2
+                final = None if diverged else tuned_loss(arm, lr, seed)
+                (out / "summary.json").write_text(json.dumps({
+                    "run_id": f"{arm}{lr}{seed}", "arm": arm, "seed": seed, "tune": {"optim.lr": lr}, "margin": 0.01,
+                    "status": "diverged" if diverged else "completed", "val_loss_final": final, "val_loss_best": final,
+                    "max_steps": 30, "sizes": {"n_layer": 2}}))
+                jobs.append({"arm": arm, "seed": seed, "point": {"optim.lr": lr}, "dir": str(out), "overrides": []})
+    (root / "sweep.json").write_text(json.dumps({"name": "tuned", "baseline": "A", "margin": 0.01, "jobs": jobs,
+                                                 "tune": {"optim.lr": GRID}, "command": "ablate-train -m sweeps=tuned"}))
+    out = tmp_path / "out"
+    readme = write_report(load_local(root), out).read_text()
+    report = Report.build(load_local(root))
+    a, b = report.tuned_arms
+    assert (a.arm, b.arm) == ("A", "A+k=b")
+    assert a.best_value == pytest.approx(4e-3, rel=0.1) and a.fit.edge is None
+    assert a.fit.excluded == (math.log2(1.6e-2),) and a.diverged == {(2, 1.6e-2)}  # the divergence is the edge
+    assert b.fit.edge == "low" and b.next_grid() == [2.5e-4, 5e-4]
+    (c,) = report.tuned
+    assert c.untuned > 0.1 and c.untuned_verdict == "worse" and c.tuned < -0.02 and c.tuned_verdict == "better"
+    assert c.flipped and "**flips**" in readme
+    assert "| `A` | 0.004 |" in readme and "0.016 (seed 2)" in readme
+    assert "**at the low edge**: run lr = 0.00025, 0.0005" in readme
+    assert "ablate-train -m sweeps=tuned optim.lr=0.00025,0.0005,0.001,0.002,0.004,0.008,0.016" in readme
+    assert "The ranking flips for `A+k=b`" in readme
+    # the per-value table compares each arm with its reference at the same learning rate
+    assert row_of(readme, "A+k=b lr=0.004")[7] == "`A lr=0.004`"
+    assert_png(out / "lr.png", 700) and "](lr.png)" in readme

@@ -286,3 +286,28 @@ def test_optuna_search_minimises_the_final_validation_loss(tmp_path):
     assert len(trials) == 3 and len({t["run_id"] for t in trials}) == 3  # three different configs
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert best["best_value"] == pytest.approx(min(t["val_loss_final"] for t in trials))
+
+
+@pytest.mark.slow
+def test_a_tuned_grid_crosses_the_arms_and_extends_by_relaunching(tmp_path):
+    """A tuned key is not part of the arm: runs go to <arm>/lr=<v>/seed=<n>, records carry the value as data;
+    relaunching with the key on the command line extends the grid, skips finished runs and keeps the plan whole."""
+    sweep = tmp_path / "sweep"
+    base = ["-m", "hydra/sweeper=ablate", "model/norm=pre,post", "seed=1", "sweep.name=tuned", "logger.mode=disabled",
+            "sweep.margin=0.02", *TINY_RUN, f"hydra.sweep.dir={sweep}"]
+    first = cli(*base, "++hydra.sweeper.tune={optim:{lr:[0.001]}}", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    summary = json.loads((sweep / "norm=post" / "lr=0.001" / "seed=1" / "summary.json").read_text())
+    assert summary["arm"] == "norm=post" and summary["tune"] == {"optim.lr": 0.001} and summary["margin"] == 0.02
+    assert summary["name"] == "norm=post-lr=0.001-s1" and summary["status"] == "completed"
+
+    again = cli(*base, "++hydra.sweeper.tune={optim:{lr:[0.001]}}", "optim.lr=0.001,0.002", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (again.stdout + again.stderr).count("already completed, skipping") == 2
+    for arm in ("norm=pre", "norm=post"):
+        added = json.loads((sweep / arm / "lr=0.002" / "seed=1" / "summary.json").read_text())
+        assert added["status"] == "completed" and added["tune"] == {"optim.lr": 0.002} and added["arm"] == arm
+    plan = json.loads((sweep / "sweep.json").read_text())
+    assert plan["tune"] == {"optim.lr": [0.001, 0.002]} and len(plan["jobs"]) == 4 and len(plan["commands"]) == 2
+    assert sorted((j["arm"], j["point"]["optim.lr"]) for j in plan["jobs"]) == [
+        ("norm=post", 0.001), ("norm=post", 0.002), ("norm=pre", 0.001), ("norm=pre", 0.002)]

@@ -32,6 +32,16 @@ from scipy import stats
 from ablate.errors import AblateError, ArgumentParser, ConfigError, DataError
 from ablate.io import FINISHED, METRICS, PLAN, SUMMARY, atomic_write_text
 from ablate.statistics import ALPHA, CORRECTIONS, MARGIN, Comparison, adjust, compare
+from ablate.tuning import (
+    Points,
+    TunedArm,
+    TunedComparison,
+    compare_tuned,
+    plot_lr,
+    section,
+    summary_sentence,
+    tuned_arm,
+)
 
 MULTIRUN = "multirun.yaml"  # Hydra's copy of the sweep's config
 SIZES = ("n_layer", "n_head", "n_embd", "block_size")
@@ -58,6 +68,7 @@ class RunData:
     version: str | None = None  # ablate's version and commit that made the run
     error: str | None = None
     tune: dict[str, float] = field(default_factory=dict)  # the tuned keys' values: {"optim.lr": 0.001}
+    base_arm: str = ""  # the arm without its grid point (``arm`` adds it in a tuned sweep)
     margin: float | None = None  # the sweep's practical margin (nats)
     steps: int | None = None
     val_loss_best: float | None = None
@@ -77,8 +88,10 @@ class Sweep:
     planned: list[tuple[str, int | None]] = field(default_factory=list)
     baseline: str | None = None
     command: str | None = None
+    commands: list[str] = field(default_factory=list)  # every launch into the sweep's folder, first to last
     source: str = ""  # the ablate-report command that regenerates the report
     tune: dict[str, list[float]] = field(default_factory=dict)  # the tuned keys and their grids
+    cells: dict[str, tuple[str, str]] = field(default_factory=dict)  # tuned sweep: cell -> (arm, grid point)
     margin: float | None = None  # the practical margin the sweep declared (None: MARGIN)
     correction: str = "holm"  # holm | bh
 
@@ -117,8 +130,10 @@ def run_from_files(summary: dict[str, Any], metrics_csv: str) -> RunData:
     """A run from its local record: the fields of ``summary.json`` and the rows of ``metrics.csv``."""
     known = {f.name for f in fields(RunData)} - {"arm", "status", "metrics"}
     values = {k: summary[k] for k in known if summary.get(k) is not None}
-    arm = cell(_arm_name(summary.get("arm"), summary.get("name"), summary.get("seed")), summary.get("tune") or {})
-    return RunData(arm=arm, status=summary.get("status") or "running", metrics=parse_metrics_csv(metrics_csv), **values)
+    base = _arm_name(summary.get("arm"), summary.get("name"), summary.get("seed"))
+    values["base_arm"] = base
+    return RunData(arm=cell(base, summary.get("tune") or {}), status=summary.get("status") or "running",
+                   metrics=parse_metrics_csv(metrics_csv), **values)
 
 
 def _number(value: Any) -> float | None:
@@ -165,8 +180,10 @@ def run_from_wandb(
     metrics = metrics_from_history(history)
     model, sweep = config.get("model") or {}, config.get("sweep") or {}
     tune = {key: _select(config, key) for key in sweep.get("tune") or []}
+    base = _arm_name(config.get("arm") or sweep.get("arm"), name, config.get("seed"))
     return RunData(
-        arm=cell(_arm_name(config.get("arm") or sweep.get("arm"), name, config.get("seed")), tune),
+        arm=cell(base, tune),
+        base_arm=base,
         tune=tune,
         margin=sweep.get("margin"),
         seed=config.get("seed"),
@@ -238,7 +255,9 @@ def load_local(sweep_dir: str | Path) -> Sweep:
     for path in _summary_paths(root):
         metrics = path.with_name(METRICS)
         runs.append(run_from_files(_read_json(path), metrics.read_text(encoding="utf-8") if metrics.is_file() else ""))
-    planned = [(cell(str(job["arm"]), job.get("point") or {}), job.get("seed")) for job in plan.get("jobs") or []]
+    jobs = plan.get("jobs") or []
+    planned = [(cell(str(job["arm"]), job.get("point") or {}), job.get("seed")) for job in jobs]
+    cells = {cell(str(j["arm"]), j["point"]): (str(j["arm"]), point_label(j["point"])) for j in jobs if j.get("point")}
     if not runs and not planned:
         raise DataError(f"{root}: no runs in it (no {SUMMARY} below it, no planned jobs in a {PLAN})")
     command = plan.get("command") or (runs[0].command if len(runs) == 1 else None)
@@ -248,9 +267,15 @@ def load_local(sweep_dir: str | Path) -> Sweep:
         planned=planned,
         baseline=plan.get("baseline") or next((r.baseline for r in runs if r.baseline), None),
         command=full_command(command, _hydra_overrides(root)) if command else None,
+        commands=[full_command(c, _hydra_overrides(root)) for c in plan.get("commands") or []],
+        cells={**cells, **_cells(runs)},
         tune=plan.get("tune") or _grid(runs),
         margin=plan.get("margin", next((r.margin for r in runs if r.margin is not None), None)),
     )
+
+
+def _cells(runs: Sequence[RunData]) -> dict[str, tuple[str, str]]:
+    return {r.arm: (r.base_arm, point_label(r.tune)) for r in runs if r.tune}
 
 
 def _grid(runs: Sequence[RunData]) -> dict[str, list[float]]:
@@ -279,7 +304,7 @@ def load_wandb(path: str, group: str) -> Sweep:
         raise DataError(f"no runs in wandb project {path} with group {group!r}; the group is the sweep's name")
     baseline = next((r.baseline for r in runs if r.baseline), None)
     margin = next((r.margin for r in runs if r.margin is not None), None)
-    return Sweep(name=group, runs=runs, baseline=baseline, tune=_grid(runs), margin=margin)
+    return Sweep(name=group, runs=runs, baseline=baseline, tune=_grid(runs), margin=margin, cells=_cells(runs))
 
 
 def _state_status(state: str) -> str:
@@ -325,6 +350,20 @@ def reference_arm(arm: str, arms: Sequence[str], baseline: str | None) -> str | 
         if parent in arms:
             return parent
     return baseline
+
+
+def base_arms(sweep: Sweep) -> list[str]:
+    """The arms without their grid points, in order (a sweep without a tuned grid: its arms)."""
+    return list(dict.fromkeys(sweep.cells[a][0] if a in sweep.cells else a for a in arm_order(sweep)))
+
+
+def reference_of(sweep: Sweep, arm: str, arms: Sequence[str], baseline: str | None) -> str | None:
+    """The row ``arm`` is compared with; in a tuned sweep, its arm's reference at the same grid point."""
+    if arm not in sweep.cells:
+        return reference_arm(arm, arms, baseline)
+    base, point = sweep.cells[arm]
+    ref = reference_arm(base, base_arms(sweep), baseline)
+    return None if ref is None else " ".join(filter(None, [ref, point]))
 
 
 def find_arm(requested: str | None, arms: Sequence[str]) -> str | None:
@@ -395,7 +434,7 @@ def arm_stats(sweep: Sweep, baseline: str | None) -> list[ArmStats]:
     for arm in arms:
         own = by_arm[arm]
         finals, seeds = _seeded_finals(own)
-        ref = reference_arm(arm, arms, baseline)
+        ref = reference_of(sweep, arm, arms, baseline)
         ref_finals, ref_seeds = _seeded_finals(by_arm[ref]) if ref else ([], [])
         completed = [r for r in own if r.status == "completed"]
         speeds = [r.tokens_per_sec for r in completed if r.tokens_per_sec is not None]
@@ -516,12 +555,42 @@ class Report:
     arms: list[ArmStats]
     missing: list[Missing]
     design: Design | None
+    tuned_arms: list[TunedArm] = field(default_factory=list)
+    tuned: list[TunedComparison] = field(default_factory=list)
 
     @classmethod
     def build(cls, sweep: Sweep) -> Report:
-        baseline = resolve_baseline(sweep.baseline, arm_order(sweep))
+        baseline = resolve_baseline(sweep.baseline, base_arms(sweep))
         runs = latest_runs(sweep.runs)
-        return cls(sweep, baseline, arm_stats(sweep, baseline), missing_runs(sweep), factorial_design(runs))
+        design = None if sweep.tune else factorial_design(runs)  # a tuned key is not a factorial axis
+        report = cls(sweep, baseline, arm_stats(sweep, baseline), missing_runs(sweep), design)
+        if len(sweep.tune) == 1:
+            report.tuned_arms, report.tuned = tuning(sweep, runs)
+        return report
+
+
+def tuning(sweep: Sweep, runs: Sequence[RunData]) -> tuple[list[TunedArm], list[TunedComparison]]:
+    """Each arm's curve over the tuned grid, and each arm against its reference at both optima."""
+    key, grid = next(iter(sweep.tune.items()))
+    grid = sorted(float(v) for v in grid)
+    names = list(dict.fromkeys(r.base_arm for r in runs if r.base_arm))
+    points = {a: Points(a, {}, frozenset()) for a in names}
+    for r in runs:
+        if r.base_arm not in points or key not in r.tune or r.seed is None:
+            continue
+        value = float(r.tune[key])
+        if r.status == "completed" and r.val_loss_final is not None:
+            points[r.base_arm].losses.setdefault(r.seed, {})[value] = r.val_loss_final
+        elif r.status == "diverged":
+            points[r.base_arm] = Points(r.base_arm, points[r.base_arm].losses,
+                                        points[r.base_arm].diverged | {(r.seed, value)})
+    arms = [tuned_arm(points[a], grid) for a in names]
+    baseline = find_arm(sweep.baseline, names) or (names[0] if names else None)
+    by_name = {a.arm: a for a in arms}
+    pairs = [(a, by_name[reference_arm(a.arm, names, baseline)]) for a in arms
+             if a.arm != baseline and reference_arm(a.arm, names, baseline) in by_name]
+    pairs = [(a, ref) for a, ref in pairs if a.fit is not None and ref.fit is not None]
+    return arms, [compare_tuned(a, ref, margin(sweep), len(pairs)) for a, ref in pairs]
 
 
 def _loss(x: float | None) -> str:
@@ -665,7 +734,9 @@ def findings(report: Report) -> str:
         text.append(f"**Partial sweep:** {len(missing)} runs have no result (listed under Missing runs).")
     tested = sorted((a for a in arms if a.delta and a.delta.tested), key=lambda a: -abs(a.delta.diff))
     groups = {v: [a for a in tested if a.delta.verdict == v] for v in ("worse", "better", "equivalent", "inconclusive")}
-    untested = [a for a in arms if a.arm != report.baseline and (a.delta is None or not a.delta.tested)]
+    names = [a.arm for a in arms]
+    untested = [a for a in arms if a.final.n and reference_of(report.sweep, a.arm, names, report.baseline) is not None
+                and (a.delta is None or not a.delta.tested)]
     text.append(f"Verdicts ({rule(report)}; the reference is the baseline `{report.baseline}` unless named):")
     words = {"worse": "**Worse**", "better": "**Better**",
              "equivalent": f"**Equivalent within ±{margin(report.sweep):g}**", "inconclusive": "**Inconclusive**"}
@@ -680,6 +751,8 @@ def findings(report: Report) -> str:
         names = ", ".join(f"`{a.arm}` ({a.final.n} completed" + f", {a.diverged} diverged" * bool(a.diverged) + ")"
                           for a in untested)
         text.append(f"Not tested (fewer than two completed seeds on a side, or no variance): {names}.")
+    if report.tuned_arms:
+        text.append(summary_sentence(report.tuned_arms, report.tuned, next(iter(report.sweep.tune))))
     if report.design is not None and report.design.complete:
         ranges = {axis: max(e.values()) - min(e.values()) for axis, e in main_effects(report.design).items()}
         axis = max(ranges, key=ranges.get)
@@ -722,7 +795,7 @@ def reproduce(report: Report) -> str:
     runs = report.sweep.runs
     steps = sorted({r.max_steps for r in runs if r.max_steps is not None})
     sizes = list(dict.fromkeys(", ".join(f"{k}={v}" for k, v in r.sizes.items()) for r in runs if r.sizes))
-    command = report.sweep.command
+    command = "\n".join(report.sweep.commands) or report.sweep.command
     lines = ["## Reproduce", ""]
     lines += [f"```bash\n{command}\n```"] if command else ["The sweep's command is not recorded here (wandb keeps no "
                                                            "sweep.json); each run's config holds its settings."]
@@ -778,34 +851,51 @@ PLOT_TEXT = {
     "deltas.png": ("Δ vs reference", "final validation loss minus the reference arm's, with its 95% CI (paired "
                    "over shared seeds, else Welch), coloured by verdict",
                    "no arm has a tested Δ (two or more completed seeds on both sides)"),
+    "lr.png": ("Final loss vs learning rate", "each arm's final validation loss against the tuned value: seeds as "
+               "dots, the quadratic fit in log scale as a line, its optimum as a star, diverged runs as crosses on "
+               "the top edge", "no arm has three grid values with every seed completed"),
     "diagnostics.png": ("Diagnostics", "gradient norm and attention entropy per layer at the last logged step, "
                         "mean over completed seeds", "no completed run logged `diag/grad_norm` or `diag/attn_entropy`"),
 }
 
 
-def plots_section(written: Sequence[str]) -> str:
-    """Each plot embedded by a relative link, or a line saying why it is absent."""
+def plots_section(written: Sequence[str], tuned: bool = False) -> str:
+    """Each plot embedded by a relative link, or a line saying why it is absent (the learning-rate plot
+    only in a tuned sweep)."""
     lines = ["## Plots", ""]
     for name, (title, what, absent) in PLOT_TEXT.items():
+        if name == "lr.png" and not tuned:
+            continue
         body = f"![{title}]({name})\n\n{what}." if name in written else f"Skipped: {absent}."
         lines += [f"### {title}", "", body, ""]
     return "\n".join(lines).rstrip()
 
 
+def tuning_section(report: Report) -> str:
+    """The tuned analysis, when the sweep tuned one key."""
+    if not report.tuned_arms:
+        return ""
+    key = next(iter(report.sweep.tune))
+    return section(report.tuned_arms, report.tuned, key, report.sweep.command, margin(report.sweep))
+
+
 def render_readme(report: Report, plots: Sequence[str]) -> str:
     """The whole README: title, findings, reproduce, tables, effects, plots, missing runs."""
     note = ""
-    if report.sweep.baseline and find_arm(report.sweep.baseline, arm_order(report.sweep)) is None:
+    if report.sweep.baseline and find_arm(report.sweep.baseline, base_arms(report.sweep)) is None:
         note = f" The baseline `{report.sweep.baseline}` is not an arm here, so arms compare with `{report.baseline}`."
     sections = [
         f"# Sweep report: {report.sweep.name}",
         "## Findings\n\n" + "\n\n".join(filter(None, [plain_words(report), findings(report)])),
         reproduce(report),
-        "## Arms\n\nOne row per arm; its seeds are its replicates. Δ is the arm's mean final validation loss (whole "
+        tuning_section(report),
+        "## Arms\n\n" + ("In a tuned sweep an arm at one grid value is a row of its own, compared with its reference "
+                         "at the same value. " if report.sweep.tune else "") + "One row per arm; its seeds are its "
+        "replicates. Δ is the arm's mean final validation loss (whole "
         "validation split, completed seeds) minus its reference's: its parent arm for `<parent>+<change>`, otherwise "
         f"the baseline `{report.baseline}`.{note}\n\n" + arms_table(report.arms),
         factorial_section(report.design),
-        plots_section(plots),
+        plots_section(plots, bool(report.sweep.tune)),
         missing_section(report.missing),
     ]
     return "\n\n".join(s for s in sections if s) + "\n"
@@ -948,7 +1038,8 @@ def write_report(sweep: Sweep, out_dir: str | Path) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     report = Report.build(sweep)
-    makers = {"curves.png": plot_curves, "deltas.png": plot_deltas, "diagnostics.png": plot_diagnostics}
+    makers = {"curves.png": plot_curves, "deltas.png": plot_deltas, "diagnostics.png": plot_diagnostics,
+              "lr.png": lambda r, path: bool(r.tuned_arms) and plot_lr(r.tuned_arms, next(iter(r.sweep.tune)), path)}
     written = []
     for name, make in makers.items():
         (out / name).unlink(missing_ok=True)  # a plot left from an earlier report would contradict this one
@@ -996,7 +1087,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 raise ConfigError(f"--margin {args.margin}: give a positive number of nats, e.g. 0.01")
             sweep.margin = args.margin
         if args.baseline:
-            arms = arm_order(sweep)
+            arms = base_arms(sweep)
             if find_arm(args.baseline, arms) is None:
                 raise ConfigError(f"--baseline {args.baseline!r} is not an arm; choose one of: {', '.join(arms)}")
             sweep.baseline = args.baseline

@@ -26,7 +26,8 @@ each arm's loss against the tuned setting to compare arms at their own best::
           optim.lr: [3e-4, 6e-4, 1e-3, 2e-3, 4e-3]
 
 Each job then gets ``sweep.tune`` (the tuned keys) and ``sweep.point`` (its point as a folder name,
-``lr=0.001/``, between the arm's folder and the seed's).
+``lr=0.001/``, between the arm's folder and the seed's). A tuned key given on the command line
+(``optim.lr=8e-3,1.6e-2``) replaces its grid: that is how a grid is extended past an edge.
 """
 
 import json
@@ -34,7 +35,7 @@ import logging
 import shlex
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional  # noqa: UP035 (OmegaConf needs typing's generics)
 
@@ -59,7 +60,7 @@ class AblateSweeperConf:
     max_batch_size: Optional[int] = None  # noqa: UP045
     params: Optional[Dict[str, str]] = None  # noqa: UP006, UP045
     arms: Optional[Dict[str, List[str]]] = None  # noqa: UP006, UP045
-    tune: Optional[Dict[str, Any]] = None  # noqa: UP006, UP045
+    tune: Dict[str, Any] = field(default_factory=dict)  # noqa: UP006
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="ablate", node=AblateSweeperConf, provider="ablate")
@@ -68,6 +69,17 @@ ConfigStore.instance().store(group="hydra/sweeper", name="ablate", node=AblateSw
 def _short(key: str) -> str:
     """``model/norm`` -> ``norm``, ``optim.lr`` -> ``lr``: labels stay short."""
     return key.replace("/", ".").split(".")[-1]
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """``{optim: {lr: [...]}}`` (how a command line writes it) -> ``{"optim.lr": [...]}`` (how a sweep file does)."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) or OmegaConf.is_dict(value):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def _status(job: JobReturn) -> str:
@@ -89,13 +101,16 @@ class AblateSweeper(BasicSweeper):
     ) -> None:
         super().__init__(max_batch_size=max_batch_size, params=params)
         self.arms: dict[str, list[str]] = {k: list(v) for k, v in (arms or {}).items()}
-        self.tune: dict[str, str] = {k: tune_values(v) for k, v in (tune or {}).items()}
+        self.tune: dict[str, str] = {k: tune_values(v) for k, v in _flat(tune or {}).items()}
 
     def job_overrides(self, arguments: list[str]) -> list[list[str]]:
         """Every job's overrides: each arm (or none) crossed with the grid, plus its ``sweep.arm`` label."""
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        base = self._parse_config() + [f"{k}={v}" for k, v in self.tune.items()] + list(arguments)
-        tuned = [o.get_key_element() for o in parser.parse_overrides([f"{k}={v}" for k, v in self.tune.items()])]
+        tune = [f"{k}={v}" for k, v in self.tune.items()]
+        tuned = [o.get_key_element() for o in parser.parse_overrides(tune)]
+        given = {o.get_key_element() for o in parser.parse_overrides(list(arguments))}
+        # a tuned key on the command line (optim.lr=8e-3,1.6e-2) replaces its grid and stays tuned
+        base = self._parse_config() + [t for t, k in zip(tune, tuned) if k not in given] + list(arguments)
         jobs = []
         for arm, arm_overrides in (self.arms or {"": []}).items():
             overrides = parser.parse_overrides(base + arm_overrides)
@@ -113,22 +128,35 @@ class AblateSweeper(BasicSweeper):
         return jobs
 
     def write_plan(self, sweep_dir: Path, arguments: list[str], jobs: list[list[str]]) -> None:
-        """``sweep.json``: the command, the baseline and every run the sweep will make (reports use it to
-        say which runs are missing)."""
-
+        """``sweep.json``: the commands, the baseline and every run the sweep will make (reports use it to
+        say which runs are missing). A relaunch that adds seeds or grid points into the same folder adds
+        its runs and its command to those already planned there."""
         planned = []
         for job in jobs:
             cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(job))
             point = {k: OmegaConf.select(cfg, k) for k in cfg.sweep.tune}
             planned.append({"arm": cfg.sweep.arm, "seed": cfg.seed, "point": point, "dir": cfg.hydra.sweep.subdir,
                             "overrides": job})
+        # the command that reruns the sweep, Hydra's own overrides (launcher, folder) included
+        command = shlex.join(["ablate-train", "-m", *self.config.hydra.overrides.hydra, *arguments])
+        try:
+            earlier = json.loads((sweep_dir / PLAN).read_text())
+        except (OSError, ValueError):
+            earlier = {}
+        if earlier.get("name") == self.config.sweep.get("name"):
+            dirs = {job["dir"] for job in planned}
+            planned = [job for job in earlier.get("jobs") or [] if job["dir"] not in dirs] + planned
+            commands = [c for c in earlier.get("commands") or [earlier.get("command")] if c and c != command]
+        else:
+            commands = []
         plan = {
             "name": self.config.sweep.get("name"),
             "baseline": self.config.sweep.get("baseline"),
             "margin": self.config.sweep.get("margin"),
-            "tune": {k: sorted({job["point"][k] for job in planned}) for k in planned[0]["point"]} if planned else {},
-            # the command that reruns the sweep, Hydra's own overrides (launcher, folder) included
-            "command": shlex.join(["ablate-train", "-m", *self.config.hydra.overrides.hydra, *arguments]),
+            "tune": {k: sorted({job["point"][k] for job in planned if k in job.get("point", {})})
+                     for k in (planned[-1].get("point") or {})} if planned else {},
+            "command": command,
+            "commands": [*commands, command],
             "jobs": planned,
         }
         atomic_write_json(sweep_dir / PLAN, plan)
