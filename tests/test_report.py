@@ -542,3 +542,14 @@ def test_a_tuned_sweep_compares_each_arm_at_its_own_best_learning_rate(tmp_path)
     # the per-value table compares each arm with its reference at the same learning rate
     assert row_of(readme, "A+k=b lr=0.004")[7] == "`A lr=0.004`"
     assert_png(out / "lr.png", 700) and "](lr.png)" in readme
+
+
+def test_a_preface_opens_the_report_and_a_bad_one_is_one_line(sweep_dir, tmp_path, capsys):
+    (tmp_path / "preface.md").write_text("What this study found, in the study's words.\n")
+    main([str(sweep_dir), "--out", str(tmp_path / "out"), "--preface", str(tmp_path / "preface.md")])
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert readme.index("What this study found") < readme.index("## Findings")
+    assert f"--preface {tmp_path / 'preface.md'}" in readme  # the command that regenerates it says so
+    with pytest.raises(SystemExit) as exit_:
+        main([str(sweep_dir), "--out", str(tmp_path / "o2"), "--preface", str(tmp_path / "nope.md")])
+    assert exit_.value.code == 2 and capsys.readouterr().err.startswith("error: --preface ")

@@ -94,6 +94,7 @@ class Sweep:
     cells: dict[str, tuple[str, str]] = field(default_factory=dict)  # tuned sweep: cell -> (arm, grid point)
     margin: float | None = None  # the practical margin the sweep declared (None: MARGIN)
     correction: str = "holm"  # holm | bh
+    preface: str = ""  # the study's own words, placed before the findings (ablate-report --preface FILE)
 
 
 def point_label(tune: dict[str, Any]) -> str:
@@ -848,8 +849,10 @@ def missing_section(missing: Sequence[Missing]) -> str:
 PLOT_TEXT = {
     "curves.png": ("Validation loss during training", "validation loss vs step per arm: mean over completed seeds, "
                    "band from the lowest to the highest seed, log scale", "no arm has a completed run with `val/loss`"),
-    "deltas.png": ("Δ vs reference", "final validation loss minus the reference arm's, with its 95% CI (paired "
-                   "over shared seeds, else Welch), coloured by verdict",
+    "deltas.png": ("Δ vs reference", "final validation loss minus the reference arm's (paired over shared seeds, "
+                   "else Welch), with its CI at the family's Bonferroni level, coloured by verdict, the margin shaded "
+                   "(Holm's step-down verdicts are a little more powerful than that interval: a bar can be coloured "
+                   "with its interval just touching 0)",
                    "no arm has a tested Δ (two or more completed seeds on both sides)"),
     "lr.png": ("Final loss vs learning rate", "each arm's final validation loss against the tuned value: seeds as "
                "dots, the quadratic fit in log scale as a line, its optimum as a star, diverged runs as crosses on "
@@ -886,6 +889,7 @@ def render_readme(report: Report, plots: Sequence[str]) -> str:
         note = f" The baseline `{report.sweep.baseline}` is not an arm here, so arms compare with `{report.baseline}`."
     sections = [
         f"# Sweep report: {report.sweep.name}",
+        report.sweep.preface.strip(),
         "## Findings\n\n" + "\n\n".join(filter(None, [plain_words(report), findings(report)])),
         reproduce(report),
         tuning_section(report),
@@ -967,27 +971,32 @@ def plot_curves(report: Report, path: Path) -> bool:
 
 
 def plot_deltas(report: Report, path: Path) -> bool:
-    """One horizontal bar per tested arm: Δ final loss vs its reference with the Welch 95% CI."""
-    tested = [a for a in report.arms if a.delta is not None and a.delta.ci is not None]
+    """One horizontal bar per tested arm: Δ final loss vs its reference with its family-corrected CI, coloured
+    by verdict, the equivalence margin shaded."""
+    from matplotlib.patches import Patch
+
+    tested = [a for a in report.arms if a.delta is not None and a.delta.ci_adj is not None]
     if not tested:
         return False
     # the reference is named only where it is not the baseline
     labels = [a.arm if a.delta.reference == report.baseline else f"{a.arm} (vs {a.delta.reference})" for a in tested]
-    fig = _figure(5 + _label_width(labels), 1.2 + 0.3 * len(tested))
+    fig = _figure(6.5 + _label_width(labels), 1.2 + 0.3 * len(tested))
     ax = fig.subplots()
     y = np.arange(len(tested))[::-1]
     diffs = [a.delta.diff for a in tested]
-    errors = [[d - a.delta.ci[0] for d, a in zip(diffs, tested)], [a.delta.ci[1] - d for d, a in zip(diffs, tested)]]
+    errors = [[d - a.delta.ci_adj[0] for d, a in zip(diffs, tested)],
+              [a.delta.ci_adj[1] - d for d, a in zip(diffs, tested)]]
     palette = {"worse": "C3", "better": "C2", "equivalent": "C0", "inconclusive": "C7"}
-    colors = [palette[a.delta.verdict] for a in tested]
-    ax.barh(y, diffs, xerr=errors, color=colors, capsize=3)
+    ax.barh(y, diffs, xerr=errors, color=[palette[a.delta.verdict] for a in tested], capsize=3)
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set_yticks(y, labels, fontsize="small")
-    margin_ = tested[0].delta.margin
-    ax.axvspan(-margin_, margin_, color="C0", alpha=0.08, linewidth=0)  # the equivalence margin
-    ax.set(xlabel="Δ final validation loss (lower is better; red worse, green better, blue equivalent "
-                  "within the shaded margin, grey inconclusive)",
-           title="Δ vs reference (the baseline unless named), 95% CI")
+    ax.axvspan(-margin(report.sweep), margin(report.sweep), color="C0", alpha=0.1, linewidth=0)
+    ax.legend(handles=[Patch(color=c, label=v) for v, c in palette.items()]
+              + [Patch(color="C0", alpha=0.1, label=f"±{margin(report.sweep):g} margin")],
+              fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
+    ax.set(xlabel="Δ final validation loss (lower is better)",
+           title=f"Δ vs reference (the baseline unless named), {100 * (1 - ALPHA / len(tested)):.2f}% CI "
+                 f"(Bonferroni over {len(tested)})")
     fig.savefig(path)
     return True
 
@@ -1064,6 +1073,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--correction", default="holm", choices=CORRECTIONS,
                         help="multiple-comparison correction: holm (family-wise error, default) or bh (false "
                              "discovery rate, Benjamini-Hochberg)")
+    parser.add_argument("--preface", metavar="FILE", help="a Markdown file whose text opens the report (the study's "
+                                                          "reading of its numbers, kept beside them)")
     parser.add_argument("--margin", type=float, help="the practical margin in nats (default: the sweep's, else "
                                                      f"{MARGIN})")
     args = parser.parse_args(argv)
@@ -1082,6 +1093,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         sweep = load_wandb(args.wandb, args.group) if args.wandb else load_local(args.sweep_dir)
         sweep.source = shlex.join(["ablate-report", *argv])
         sweep.correction = args.correction
+        if args.preface:
+            try:
+                sweep.preface = Path(args.preface).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as e:
+                raise ConfigError(f"--preface {args.preface}: cannot read it ({e}); give a UTF-8 Markdown file") \
+                    from None
         if args.margin is not None:
             if not args.margin > 0:
                 raise ConfigError(f"--margin {args.margin}: give a positive number of nats, e.g. 0.01")

@@ -48,6 +48,7 @@ class Comparison:
     p_equiv: float | None = None
     p_adj: float | None = None
     p_equiv_adj: float | None = None
+    ci_adj: tuple[float, float] | None = None  # the CI at the Bonferroni level 1 - 0.05/m of the family
     verdict: str = "inconclusive"
     mde: float | None = None  # smallest |Δ| detectable at 80% power with this n and spread
     seeds_needed: int | None = None  # for an inconclusive comparison: seeds per arm that would decide it
@@ -149,7 +150,9 @@ def adjust(comparisons: Sequence[Comparison], method: str = "holm") -> list[Comp
         mde = detectable_effect(c.n, c.sd, ALPHA / m, paired=c.test == "paired t") if c.sd else None
         needed = seeds_to_decide(c.diff, c.sd, c.margin, ALPHA / m, c.n, paired=c.test == "paired t") \
             if verdict == "inconclusive" and c.sd else None
-        out.append(replace(c, p_adj=pa, p_equiv_adj=pe, verdict=verdict, mde=mde, seeds_needed=needed))
+        half = stats.t.ppf(1 - ALPHA / (2 * m), c.df) * _se(c.sd, c.n, c.test == "paired t") if c.sd else None
+        ci_adj = (c.diff - half, c.diff + half) if half is not None else None
+        out.append(replace(c, p_adj=pa, p_equiv_adj=pe, ci_adj=ci_adj, verdict=verdict, mde=mde, seeds_needed=needed))
     return out
 
 
