@@ -553,3 +553,39 @@ def test_a_preface_opens_the_report_and_a_bad_one_is_one_line(sweep_dir, tmp_pat
     with pytest.raises(SystemExit) as exit_:
         main([str(sweep_dir), "--out", str(tmp_path / "o2"), "--preface", str(tmp_path / "nope.md")])
     assert exit_.value.code == 2 and capsys.readouterr().err.startswith("error: --preface ")
+
+
+def test_a_two_level_half_fraction_gets_its_effects_with_verdicts(tmp_path):
+    """The founding study's design: five two-level axes, the 16 combinations of the resolution-V half fraction,
+    3 seeds; norm=post costs 0.05 alone and 0.03 more with relu (an interaction), nothing else matters."""
+    import itertools
+
+    axes = {"positional": ("learned", "sinusoidal"), "norm": ("pre", "post"), "activation": ("gelu_tanh", "relu"),
+            "attn_scale": ("head_dim", "embed_size"), "layernorm": ("torch", "custom")}
+    root = tmp_path / "frac"
+    cells = [c for c in itertools.product((0, 1), repeat=5) if sum(c) % 2 == 0]
+    arms = []
+    for combo in cells:
+        choices = {axis: levels[i] for (axis, levels), i in zip(axes.items(), combo)}
+        changed = [f"{axis}={choices[axis]}" for axis, i in zip(axes, combo) if i]
+        arm = "+".join(["gpt2", *changed])
+        arms.append(arm)
+        post, relu = choices["norm"] == "post", choices["activation"] == "relu"
+        for seed in (1, 2, 3):
+            noise = 0.002 * math.sin(17 * seed + 3 * len(arm))
+            final = 1.9 + 0.01 * seed + 0.05 * post + 0.03 * (post and relu) + noise
+            write_run(root, arm, seed, final, choices=choices)
+    write_plan(root, arms, [1, 2, 3], baseline="gpt2")
+    report = Report.build(load_local(root))
+    assert not report.design.complete and report.design.two_level and len(report.design.cells) == 16
+    effects = {e.reference: e for e in report.effects}
+    assert len(effects) == 15 and report.low["norm"] == "pre"
+    # coded ±1, norm's effect averages the relu and gelu halves: 0.05 + 0.03 / 2; the interaction is 0.03 / 2
+    assert effects["norm"].diff == pytest.approx(0.065, abs=0.003) and effects["norm"].verdict == "worse"
+    assert effects["norm × activation"].diff == pytest.approx(0.015, abs=0.003)
+    assert effects["norm × activation"].verdict == "worse"
+    assert effects["layernorm"].verdict == "equivalent"  # no effect, tight noise: within ±0.01
+    readme = write_report(load_local(root), tmp_path / "out").read_text()
+    section = readme.split("## Factorial effects")[1].split("## Plots")[0]
+    assert "fraction (16 of 32 combinations)" in section and "| `norm`: `pre` → `post` | +0.06" in section
+    assert "Factorial effects (15, one family" in readme.split("## Reproduce")[0]

@@ -16,6 +16,7 @@ from ablate.statistics import (
     holm,
     power,
     seeds_to_decide,
+    two_level_effects,
 )
 
 RNG = np.random.default_rng(20261202)
@@ -113,3 +114,49 @@ def test_a_curve_fit_finds_the_vertex_flags_an_edge_and_leaves_out_diverged_poin
     diverged = np.stack([curve, curve])
     diverged[1, -1] = np.nan
     assert fit_curve(xs, diverged).excluded == (xs[-1],)
+
+
+def half_fraction(axes: list[str]) -> list[dict[str, str]]:
+    """The 2^(k-1) resolution-V half fraction I = ABCDE (k = 5): every combination with an even number of 'b'."""
+    import itertools
+
+    return [dict(zip(axes, combo)) for combo in itertools.product("ab", repeat=len(axes)) if combo.count("b") % 2 == 0]
+
+
+def test_a_half_fraction_recovers_planted_main_effects_and_interactions_with_honest_intervals():
+    axes = ["A", "B", "C", "D", "E"]
+    cells = half_fraction(axes)
+    assert len(cells) == 16
+    low = {a: "a" for a in axes}
+    truth = {"A": 0.10, "B × C": 0.04}  # everything else 0
+
+    def simulate():
+        levels, y, blocks = [], [], []
+        for seed in (1, 2, 3):
+            offset = RNG.normal(0, 0.02)
+            for lv in cells:
+                x = {a: 1.0 if lv[a] == "b" else -1.0 for a in axes}
+                value = 2.0 + offset + truth["A"] / 2 * x["A"] + truth["B × C"] / 2 * x["B"] * x["C"]
+                levels.append(lv), y.append(value + RNG.normal(0, 0.01)), blocks.append(seed)
+        return two_level_effects(levels, y, blocks, low, margin=0.02)
+
+    effects = {e.reference: e for e in simulate()}
+    assert len(effects) == 15 and effects["A"].test == "OLS t" and effects["A"].df == 48 - 3 - 15
+    assert effects["A"].diff == pytest.approx(0.10, abs=0.01) and effects["B × C"].diff == pytest.approx(0.04, abs=0.01)
+    verdicts = {e.reference: e.verdict for e in adjust(list(effects.values()))}
+    assert verdicts["A"] == "worse" and verdicts["B × C"] == "worse"
+    assert sum(v in ("better", "worse") for v in verdicts.values()) == 2  # the 13 null effects: none "significant"
+    covered, null_rejections, studies = 0, 0, 300
+    for _ in range(studies):
+        est = simulate()
+        covered += sum(e.ci[0] <= truth.get(e.reference, 0.0) <= e.ci[1] for e in est)
+        null_p = [e.p for e in est if e.reference not in truth]
+        null_rejections += any(p < ALPHA for p in holm(null_p))
+    assert covered / (15 * studies) == pytest.approx(0.95, abs=0.02)
+    assert null_rejections / studies <= ALPHA + 3 * np.sqrt(0.05 * 0.95 / studies)
+
+
+def test_an_aliased_design_is_not_estimated():
+    axes = ["A", "B", "C"]
+    cells = half_fraction(axes)  # 2^(3-1): main effects aliased with two-way interactions
+    assert two_level_effects(cells * 3, [1.0] * 12, [1] * 4 + [2] * 4 + [3] * 4, {a: "a" for a in axes}) is None

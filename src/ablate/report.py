@@ -31,7 +31,7 @@ from scipy import stats
 
 from ablate.errors import AblateError, ArgumentParser, ConfigError, DataError
 from ablate.io import FINISHED, METRICS, PLAN, SUMMARY, atomic_write_text
-from ablate.statistics import ALPHA, CORRECTIONS, MARGIN, Comparison, adjust, compare
+from ablate.statistics import ALPHA, CORRECTIONS, MARGIN, Comparison, adjust, compare, two_level_effects
 from ablate.tuning import (
     Points,
     TunedArm,
@@ -490,6 +490,12 @@ class Design:
 
     axes: dict[str, list[str]]
     cells: dict[tuple[str, ...], float]
+    # every completed run: its level per axis, final loss, seed and arm (for the two-level regression)
+    observations: tuple[tuple[dict[str, str], float, Any, str], ...] = ()
+
+    @property
+    def two_level(self) -> bool:
+        return all(len(levels) == 2 for levels in self.axes.values())
 
     @property
     def size(self) -> int:
@@ -515,10 +521,25 @@ def factorial_design(runs: Sequence[RunData]) -> Design | None:
     if len(axes) < 2:
         return None
     cells: dict[tuple[str, ...], list[float]] = {}
+    observations = []
     for run, lv in zip(runs, levels):
         if run.status == "completed" and run.val_loss_final is not None:
             cells.setdefault(tuple(lv[k] for k in axes), []).append(run.val_loss_final)
-    return Design(axes, {cell: float(np.mean(v)) for cell, v in cells.items()})
+            observations.append(({k: lv[k] for k in axes}, run.val_loss_final, run.seed, run.arm))
+    return Design(axes, {cell: float(np.mean(v)) for cell, v in cells.items()}, tuple(observations))
+
+
+def design_effects(design: Design | None, baseline: str | None, margin_: float,
+                   correction: str) -> tuple[list[Comparison], dict[str, str]]:
+    """A two-level design's main effects and two-way interactions, each from the baseline arm's level (else the
+    first level seen) to the other, corrected as one family; empty when an axis has other than two levels or
+    the model is not estimable from the runs."""
+    if design is None or not design.two_level or not design.observations:
+        return [], {}
+    levels, y, seeds, arms = zip(*design.observations)
+    low = next((lv for lv, arm in zip(levels, arms) if arm == baseline), {k: v[0] for k, v in design.axes.items()})
+    effects = two_level_effects(levels, y, seeds, low, margin_)
+    return (adjust(effects, correction), low) if effects else ([], {})
 
 
 def _margin(design: Design, fixed: dict[int, str]) -> float:
@@ -558,6 +579,8 @@ class Report:
     design: Design | None
     tuned_arms: list[TunedArm] = field(default_factory=list)
     tuned: list[TunedComparison] = field(default_factory=list)
+    effects: list[Comparison] = field(default_factory=list)  # a two-level design's effects
+    low: dict[str, str] = field(default_factory=dict)  # each axis's reference level (the baseline's)
 
     @classmethod
     def build(cls, sweep: Sweep) -> Report:
@@ -565,6 +588,7 @@ class Report:
         runs = latest_runs(sweep.runs)
         design = None if sweep.tune else factorial_design(runs)  # a tuned key is not a factorial axis
         report = cls(sweep, baseline, arm_stats(sweep, baseline), missing_runs(sweep), design)
+        report.effects, report.low = design_effects(design, baseline, margin(sweep), sweep.correction)
         if len(sweep.tune) == 1:
             report.tuned_arms, report.tuned = tuning(sweep, runs)
         return report
@@ -754,7 +778,12 @@ def findings(report: Report) -> str:
         text.append(f"Not tested (fewer than two completed seeds on a side, or no variance): {names}.")
     if report.tuned_arms:
         text.append(summary_sentence(report.tuned_arms, report.tuned, next(iter(report.sweep.tune))))
-    if report.design is not None and report.design.complete:
+    if report.effects:
+        decided = [e for e in report.effects if e.verdict != "inconclusive"]
+        listed = "; ".join(f"`{e.reference}` {_signed(e.diff)} ({_verdict(e)})" for e in decided) or "none decided"
+        text.append(f"Factorial effects ({len(report.effects)}, one family; see Factorial effects): {listed}; "
+                    f"{len(report.effects) - len(decided)} inconclusive.")
+    elif report.design is not None and report.design.complete:
         ranges = {axis: max(e.values()) - min(e.values()) for axis, e in main_effects(report.design).items()}
         axis = max(ranges, key=ranges.get)
         text.append(f"Of the factorial axes, `{axis}` has the largest main effect (range {_loss(ranges[axis])}).")
@@ -812,10 +841,43 @@ def reproduce(report: Report) -> str:
     return "\n".join(lines)
 
 
-def factorial_section(design: Design | None) -> str:
-    """Main effects and the largest two-way interactions, for a design that covers its cross product."""
+def effects_section(report: Report) -> str:
+    """A two-level design's effects table: each main effect and two-way interaction with its verdict."""
+    design, low = report.design, report.low
+    high = {axis: next(v for v in levels if v != low[axis]) for axis, levels in design.axes.items()}
+    n_cells = len(design.cells)
+    kind = "full factorial" if design.complete else f"fraction ({n_cells} of {design.size} combinations)"
+    rows = []
+    for e in report.effects:
+        if " × " in e.reference:
+            a, b = e.reference.split(" × ")
+            what = f"`{a}` × `{b}`"
+        else:
+            what = f"`{e.reference}`: `{low[e.reference]}` → `{high[e.reference]}`"
+        rows.append([what, _signed(e.diff), _ci(e.ci, _signed), _ci(e.ci_adj, _signed), _p(e.p), _p(e.p_adj),
+                     _verdict(e), f"±{_loss(e.mde)}" if e.mde else "—"])
+    m = len(report.effects)
+    return "\n".join([
+        "## Factorial effects", "",
+        f"A two-level {kind} over {len(design.axes)} axes, {len(design.observations)} completed runs. Effects by "
+        f"least squares on ±1-coded levels with one intercept per seed (a seed fixes the data order for every cell, "
+        f"so it is a block); {report.effects[0].df:.0f} residual degrees of freedom. A main effect is the mean change "
+        f"in final validation loss from the baseline's level to the other; an interaction A × B is half the "
+        f"difference between A's effect at B's two levels (positive: the two changes together cost more than each "
+        f"alone). The {m} effects are one family: adjusted p as the arms' table, the second interval at the "
+        f"Bonferroni level {100 * (1 - ALPHA / m):.2f}%.", "",
+        _table(["effect", "Δ", "95% CI", "corrected CI", "p", "p adj.", "verdict", "detectable Δ (80% power)"], rows),
+    ])
+
+
+def factorial_section(report: Report) -> str:
+    """Main effects and the largest two-way interactions, for a design that covers its cross product (any number
+    of levels), or the effects table of a two-level design (full or fractional)."""
+    design = report.design
     if design is None:
         return ""
+    if report.effects:
+        return effects_section(report)
     lines = ["## Factorial effects", ""]
     if not design.complete:
         return "\n".join(lines + [
@@ -898,7 +960,7 @@ def render_readme(report: Report, plots: Sequence[str]) -> str:
         "replicates. Δ is the arm's mean final validation loss (whole "
         "validation split, completed seeds) minus its reference's: its parent arm for `<parent>+<change>`, otherwise "
         f"the baseline `{report.baseline}`.{note}\n\n" + arms_table(report.arms),
-        factorial_section(report.design),
+        factorial_section(report),
         plots_section(plots, bool(report.sweep.tune)),
         missing_section(report.missing),
     ]

@@ -13,6 +13,7 @@ import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 from scipy import integrate, optimize, stats
@@ -44,6 +45,8 @@ class Comparison:
     p: float | None = None
     sd: float | None = None
     df: float | None = None
+    se: float | None = None  # standard error of diff
+    df_per_seed: float = 1.0  # degrees of freedom one more seed per arm adds (paired 1, Welch about 2)
     margin: float = MARGIN
     p_equiv: float | None = None
     p_adj: float | None = None
@@ -84,7 +87,7 @@ def _paired(d: np.ndarray, name: str, margin: float) -> Comparison:
         p_lo = stats.ttest_1samp(d, -margin, alternative="greater").pvalue
         p_hi = stats.ttest_1samp(d, margin, alternative="less").pvalue
     return Comparison(name, diff, "paired t", n, (float(low), float(high)), float(result.pvalue), sd, n - 1.0,
-                      margin, float(max(p_lo, p_hi)))
+                      sd / math.sqrt(n), 1.0, margin, float(max(p_lo, p_hi)))
 
 
 def _welch(a: np.ndarray, b: np.ndarray, name: str, margin: float) -> Comparison:
@@ -100,7 +103,7 @@ def _welch(a: np.ndarray, b: np.ndarray, name: str, margin: float) -> Comparison
     n = min(len(a), len(b))
     se = math.sqrt(np.var(a, ddof=1) / len(a) + np.var(b, ddof=1) / len(b))
     return Comparison(name, diff, "Welch t", n, (float(low), float(high)), float(result.pvalue), se * math.sqrt(n),
-                      float(result.df), margin, float(max(p_lo, p_hi)))
+                      float(result.df), se, 2.0, margin, float(max(p_lo, p_hi)))
 
 
 # -- the family ------------------------------------------------------------------------------------
@@ -147,23 +150,19 @@ def adjust(comparisons: Sequence[Comparison], method: str = "holm") -> list[Comp
             verdict = "worse" if c.diff > 0 else "better"
         else:
             verdict = "equivalent" if pe < ALPHA else "inconclusive"
-        mde = detectable_effect(c.n, c.sd, ALPHA / m, paired=c.test == "paired t") if c.sd else None
-        needed = seeds_to_decide(c.diff, c.sd, c.margin, ALPHA / m, c.n, paired=c.test == "paired t") \
-            if verdict == "inconclusive" and c.sd else None
-        half = stats.t.ppf(1 - ALPHA / (2 * m), c.df) * _se(c.sd, c.n, c.test == "paired t") if c.sd else None
+        mde = _detectable(c.se, c.df, ALPHA / m) if c.se else None
+        needed = _seeds_to_decide(c, ALPHA / m) if verdict == "inconclusive" and c.se else None
+        half = stats.t.ppf(1 - ALPHA / (2 * m), c.df) * c.se if c.se else None
         ci_adj = (c.diff - half, c.diff + half) if half is not None else None
         out.append(replace(c, p_adj=pa, p_equiv_adj=pe, ci_adj=ci_adj, verdict=verdict, mde=mde, seeds_needed=needed))
     return out
 
 
 # -- power -----------------------------------------------------------------------------------------
+# Each function works from the standard error of Δ and its degrees of freedom; more seeds shrink the SE by
+# sqrt(n/k) and add ``df_per_seed`` degrees of freedom per seed.
 def _df(n: int, paired: bool) -> float:
     return n - 1.0 if paired else 2.0 * (n - 1)
-
-
-def _se(sd: float, n: int, paired: bool) -> float:
-    """Standard error of Δ with n seeds per arm; ``sd`` is the comparison's (of the differences, or sqrt(n)·SE)."""
-    return sd / math.sqrt(n)
 
 
 def _below(x: float, df: float, nc: float) -> float:
@@ -171,37 +170,33 @@ def _below(x: float, df: float, nc: float) -> float:
     return float(stats.nct.sf(-x, df, -nc))
 
 
-def power(effect: float, sd: float, n: int, alpha: float = ALPHA, paired: bool = True) -> float:
-    """Probability that a two-sided t-test at ``alpha`` detects a true Δ of ``effect`` with n seeds (noncentral t)."""
-    if n < 2:
+def _power(effect: float, se: float, df: float, alpha: float) -> float:
+    """Probability that a two-sided t-test at ``alpha`` detects a true Δ of ``effect`` (noncentral t)."""
+    if df < 1:
         return 0.0
-    df = _df(n, paired)
-    nc = effect / _se(sd, n, paired)
-    crit = stats.t.ppf(1 - alpha / 2, df)
+    nc, crit = effect / se, stats.t.ppf(1 - alpha / 2, df)
     return float(stats.nct.sf(crit, df, nc) + _below(-crit, df, nc))
 
 
-def detectable_effect(n: int, sd: float | None, alpha: float = ALPHA, paired: bool = True) -> float | None:
-    """The smallest |Δ| a two-sided t-test detects with 80% power, given n seeds and the spread ``sd``."""
-    if not sd or n < 2:
+def _detectable(se: float, df: float, alpha: float) -> float | None:
+    """The smallest |Δ| a two-sided t-test detects with 80% power; None when even 10,000 SEs are not enough."""
+    if df < 1:
         return None
-    high = _se(sd, n, paired)
-    while power(high, sd, n, alpha, paired) < POWER:  # one degree of freedom at a strict alpha needs a large effect
+    high = se
+    while _power(high, se, df, alpha) < POWER:  # one degree of freedom at a strict alpha needs a large effect
         high *= 2
-        if high > 1e4 * _se(sd, n, paired):
+        if high > 1e4 * se:
             return None
-    return float(optimize.brentq(lambda e: power(e, sd, n, alpha, paired) - POWER, 0.0, high))
+    return float(optimize.brentq(lambda e: _power(e, se, df, alpha) - POWER, 0.0, high))
 
 
-def equivalence_power(effect: float, sd: float, n: int, margin: float, alpha: float = ALPHA,
-                      paired: bool = True) -> float:
+def _equivalence_power(effect: float, se: float, df: float, margin: float, alpha: float) -> float:
     """Probability that two one-sided tests at ``alpha`` declare |Δ| < margin when the true Δ is ``effect``.
 
     Exact for the t statistics: given the estimated SE (a scaled chi-square with df degrees of freedom), TOST
     declares equivalence when |Δ̂| < margin − t·SE; Δ̂ is normal around ``effect``. Integrated over the SE."""
-    if n < 2:
+    if df < 1:
         return 0.0
-    df, se = _df(n, paired), _se(sd, n, paired)
     crit = stats.t.ppf(1 - alpha, df)
     q_max = df * (margin / (crit * se)) ** 2  # beyond it the interval margin − t·SE is empty
 
@@ -213,13 +208,36 @@ def equivalence_power(effect: float, sd: float, n: int, margin: float, alpha: fl
     return float(min(1.0, integrate.quad(declared, 0.0, q_max, limit=200)[0]))
 
 
+def power(effect: float, sd: float, n: int, alpha: float = ALPHA, paired: bool = True) -> float:
+    """Power of the comparison of n seeds per arm with spread ``sd`` (of the paired differences, or sqrt(n)·SE)."""
+    return _power(effect, sd / math.sqrt(n), _df(n, paired), alpha) if n >= 2 else 0.0
+
+
+def detectable_effect(n: int, sd: float | None, alpha: float = ALPHA, paired: bool = True) -> float | None:
+    """The smallest |Δ| detectable with 80% power, given n seeds and the spread ``sd``."""
+    return _detectable(sd / math.sqrt(n), _df(n, paired), alpha) if sd and n >= 2 else None
+
+
+def equivalence_power(effect: float, sd: float, n: int, margin: float, alpha: float = ALPHA,
+                      paired: bool = True) -> float:
+    """TOST's power with n seeds per arm and spread ``sd`` when the true Δ is ``effect``."""
+    return _equivalence_power(effect, sd / math.sqrt(n), _df(n, paired), margin, alpha) if n >= 2 else 0.0
+
+
 def seeds_to_decide(diff: float, sd: float, margin: float, alpha: float, n: int, paired: bool = True,
                     limit: int = 100) -> int | None:
     """Seeds per arm at which, if the true Δ is the one observed, the comparison is decided with 80% power:
     shown equivalent when |Δ| < margin, shown different otherwise. None beyond ``limit`` seeds."""
-    for k in range(max(n, 2), limit + 1):
-        p = equivalence_power(diff, sd, k, margin, alpha, paired) if abs(diff) < margin else \
-            power(diff, sd, k, alpha, paired)
+    c = Comparison("", diff, "paired t" if paired else "Welch t", n, margin=margin, se=sd / math.sqrt(n),
+                   df=_df(n, paired), df_per_seed=1.0 if paired else 2.0)
+    return _seeds_to_decide(c, alpha, limit)
+
+
+def _seeds_to_decide(c: Comparison, alpha: float, limit: int = 100) -> int | None:
+    for k in range(max(c.n, 2), limit + 1):
+        se, df = c.se * math.sqrt(c.n / k), c.df + (k - c.n) * c.df_per_seed
+        p = _equivalence_power(c.diff, se, df, c.margin, alpha) if abs(c.diff) < c.margin else \
+            _power(c.diff, se, df, alpha)
         if p >= POWER:
             return k
     return None
@@ -344,3 +362,48 @@ def interval_verdict(ci: tuple[float, float] | None, margin: float) -> str:
     if -margin < low and high < margin:
         return "equivalent"
     return "inconclusive"
+
+
+# -- two-level factorial designs -------------------------------------------------------------------
+def two_level_effects(levels: Sequence[dict[str, str]], y: Sequence[float], blocks: Sequence[Any],
+                      low: dict[str, str], margin: float = MARGIN) -> list[Comparison] | None:
+    """Main effects and two-way interactions of a two-level design (full or fractional) by least squares, with
+    one fixed effect per block (the seed: it sets data order and initial draw for every cell alike).
+
+    ``levels[i]`` maps each axis to run i's level; ``low`` names each axis's reference level. Coded -1 (low) and
+    +1, a main effect is the mean change from the low level to the other, 2β; an interaction AB is 2β_AB, half
+    the difference between A's effect at B's two levels. None when the model is not estimable from these runs
+    (fewer distinct cells than terms, or aliased terms). Each effect is a :class:`Comparison` named
+    ``axis`` or ``a × b``, tested with the residual degrees of freedom."""
+    axes = list(low)
+    n = len(y)
+    main = np.array([[1.0 if lv[a] != low[a] else -1.0 for a in axes] for lv in levels])  # (N, k)
+    pairs = [(i, j) for i in range(len(axes)) for j in range(i + 1, len(axes))]
+    terms = [*axes, *(f"{axes[i]} × {axes[j]}" for i, j in pairs)]
+    effects = np.column_stack([main, *(main[:, i] * main[:, j] for i, j in pairs)]) if pairs else main
+    block_ids = list(dict.fromkeys(blocks))
+    dummies = np.array([[1.0 if b == k else 0.0 for k in block_ids] for b in blocks])  # an intercept per block
+    design = np.column_stack([dummies, effects])
+    rank = np.linalg.matrix_rank(design)
+    df = n - design.shape[1]
+    if rank < design.shape[1] or df < 1:
+        return None
+    beta, *_ = np.linalg.lstsq(design, np.asarray(y, dtype=float), rcond=None)
+    resid = np.asarray(y, dtype=float) - design @ beta
+    sigma2 = float(resid @ resid) / df
+    cov = sigma2 * np.linalg.inv(design.T @ design)
+    seeds = len(block_ids)
+    cells = len({tuple(sorted(lv.items())) for lv in levels})
+    out = []
+    for t, name in enumerate(terms):
+        j = len(block_ids) + t
+        effect, se = 2 * float(beta[j]), 2 * math.sqrt(cov[j, j])
+        if se == 0:
+            out.append(Comparison(name, effect, "OLS t", seeds, margin=margin))
+            continue
+        half = stats.t.ppf(1 - ALPHA / 2, df) * se
+        p = 2 * stats.t.sf(abs(effect) / se, df)
+        p_equiv = max(stats.t.sf((effect + margin) / se, df), stats.t.cdf((effect - margin) / se, df))
+        out.append(Comparison(name, effect, "OLS t", seeds, (effect - half, effect + half), float(p),
+                              se * math.sqrt(seeds), float(df), se, float(cells - 1), margin, float(p_equiv)))
+    return out
