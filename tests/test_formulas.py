@@ -43,6 +43,19 @@ def test_sinusoidal_positional_adds_the_table_by_position(make_model):
     assert not torch.allclose(added[:, 0], added[:, 1])  # positions 0 and 1 get different offsets
 
 
+def test_sinusoidal_scale_matches_the_table_to_gpt2s_embedding_size(make_model):
+    """scale=0.0283 (0.02·√2) gives the table the RMS of GPT-2's N(0, 0.02) embeddings; the default adds it as the paper wrote it."""
+    scaled = make_model("model/positional=sinusoidal", "model.positional.scale=0.0283")
+    wpe = scaled.transformer.wpe
+    x = torch.zeros(1, 64, wpe.n_embd)
+    torch.testing.assert_close(wpe(x)[0], 0.0283 * sinusoidal_table(64, wpe.n_embd), atol=1e-7, rtol=0)
+    rms = wpe(x).pow(2).mean().sqrt().item()
+    assert rms == pytest.approx(0.02, rel=0.01)
+    assert scaled.transformer.wte.weight.std().item() == pytest.approx(0.02, rel=0.05)  # what the table is added to
+    plain = make_model("model/positional=sinusoidal").transformer.wpe
+    assert plain(x).pow(2).mean().sqrt().item() == pytest.approx(2**-0.5, rel=0.01)
+
+
 def test_sinusoidal_positional_extends_past_block_size(make_model):
     """A sequence longer than block_size gets the table extended, sinusoidal_table(T, d), and the model runs."""
     model = make_model("model/positional=sinusoidal")

@@ -92,6 +92,34 @@ def test_factorial_covers_the_five_axes_of_the_design_card():
     assert all(gpt2[slot] in values for slot, values in axes.items())  # the rest of the model is gpt2's
 
 
+def test_founding_is_the_resolution_v_half_fraction_of_the_five_axes_on_gpt2():
+    """16 combinations, each with an even number of the seed's choices (I = ABCDE), the rest of the model GPT-2's;
+    every pair of axes sees each of its four level combinations equally often, so main effects and two-way
+    interactions are orthogonal; sinusoidal positions come at GPT-2's embedding scale."""
+    import itertools
+
+    cfg = compose_with_hydra("sweeps=founding")
+    arms = OmegaConf.to_container(cfg.hydra.sweeper.arms)
+    axes = {"positional": ("learned", "sinusoidal"), "norm": ("pre", "post"), "activation": ("gelu_tanh", "relu"),
+            "attn_scale": ("head_dim", "embed_size"), "layernorm": ("torch", "custom")}
+    gpt2 = _arm_config(arms["gpt2"])
+    coded = []
+    for name, overrides in arms.items():
+        got = _arm_config(overrides)
+        bits = tuple(axes[a].index(got.choices()[a]) for a in axes)
+        assert sum(bits) % 2 == 0, name
+        assert {k: v for k, v in got.choices().items() if k not in axes} == \
+            {k: v for k, v in gpt2.choices().items() if k not in axes}
+        assert name == "+".join(["gpt2", *(f"{a}={axes[a][1]}" for a, b in zip(axes, bits) if b)])
+        if got.choices()["positional"] == "sinusoidal":
+            assert got.positional["scale"] == pytest.approx(0.02 * 2**0.5, rel=1e-3)
+        coded.append(bits)
+    assert len(set(coded)) == 16
+    for i, j in itertools.combinations(range(5), 2):
+        pairs = [(c[i], c[j]) for c in coded]
+        assert all(pairs.count(p) == 4 for p in itertools.product((0, 1), repeat=2))
+
+
 def cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [str(BIN / "ablate-train"), *args], capture_output=True, text=True, timeout=900, cwd=cwd,

@@ -81,13 +81,21 @@ def sinusoidal_table(length: int, dim: int) -> torch.Tensor:
     return table.float()
 
 
-@positional.register("sinusoidal")
+@positional.register("sinusoidal", scale=1.0)
 class SinusoidalPositional(Positional):
-    """The fixed sin/cos table of "Attention Is All You Need", indexed by position (batch-first input)."""
+    """The fixed sin/cos table of "Attention Is All You Need", indexed by position (batch-first input), times
+    ``scale`` (``model.positional.scale``).
 
-    def __init__(self, n_embd: int, n_head: int, block_size: int) -> None:
+    The table's entries have RMS 1/√2. The paper adds it to token embeddings multiplied by √d_model (RMS about 1
+    with its init), so positions and tokens arrive at similar sizes. GPT-2's init draws token embeddings from
+    N(0, 0.02) and nothing rescales them, so ``scale=1`` (the default, the paper's table as written) adds
+    positions 35 times the size of the tokens. ``scale=0.0283`` (0.02·√2) gives the table the RMS of GPT-2's token
+    embeddings and of its learned positional table at init: a comparison of the two that is not also one of scale.
+    """
+
+    def __init__(self, n_embd: int, n_head: int, block_size: int, scale: float) -> None:
         super().__init__(n_embd, n_head, block_size)
-        self.n_embd = n_embd
+        self.n_embd, self.scale = n_embd, scale
         # Not persistent: it is a function of the sizes, so checkpoints need not carry it.
         self.register_buffer("table", sinusoidal_table(block_size, n_embd), persistent=False)
 
@@ -95,7 +103,9 @@ class SinusoidalPositional(Positional):
         T = x.size(1)
         # The seed indexes this table with x.size(0), the batch axis; positions are axis 1 here.
         table = self.table if T <= self.table.size(0) else sinusoidal_table(T, self.n_embd).to(x.device)
-        return x + table[:T].to(x.dtype)  # (B, T, C) + (T, C)
+        if self.scale == 1.0:  # the paper's table, with the bits it had before the option existed
+            return x + table[:T].to(x.dtype)  # (B, T, C) + (T, C)
+        return x + (self.scale * table[:T]).to(x.dtype)  # (B, T, C) + (T, C)
 
 
 @positional.register("rotary", base=10000.0)
