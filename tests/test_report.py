@@ -29,7 +29,7 @@ from ablate.report import (
     spread,
     write_report,
 )
-from ablate.statistics import compare, holm
+from ablate.report.compare import compare, holm
 
 REPORT = Path(sys.executable).parent / "ablate-report"
 PNG = b"\x89PNG\r\n\x1a\n"

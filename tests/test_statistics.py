@@ -4,20 +4,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from ablate.statistics import (
-    ALPHA,
-    adjust,
-    adjust_p,
-    bootstrap_optimum,
-    compare,
-    detectable_effect,
-    equivalence_power,
-    fit_curve,
-    holm,
-    power,
-    seeds_to_decide,
-    two_level_effects,
-)
+from ablate.report.compare import adjust, adjust_p, compare, holm
+from ablate.report.curves import bootstrap_optimum, fit_curve
+from ablate.report.factorial import two_level_effects
+from ablate.report.power import ALPHA, detectable_effect, equivalence_power, power, seeds_to_decide
 
 RNG = np.random.default_rng(20261202)
 

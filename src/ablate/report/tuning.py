@@ -2,7 +2,7 @@
 value, one quadratic fit per arm, and comparisons at the reference's best and at each arm's own best.
 
 The input is plain data (:class:`Points`: per arm, seed and grid value, the final loss or a status), so
-this module knows nothing of records; :mod:`ablate.report` builds it and renders what comes back.
+this module knows nothing of records; :mod:`ablate.report.analysis` builds it and renders what comes back.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from ablate.statistics import ALPHA, CurveFit, bootstrap_optimum, bootstrap_tuned_delta, fit_curve, interval_verdict
+from ablate.report.curves import CurveFit, bootstrap_optimum, bootstrap_tuned_delta, fit_curve, interval_verdict
+from ablate.report.power import ALPHA
 
 
 @dataclass(frozen=True)

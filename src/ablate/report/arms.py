@@ -1,0 +1,177 @@
+"""Arms: which rows a report has, what each is compared with, and the comparisons of the arms table."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from ablate.io import FINISHED
+from ablate.report.compare import MARGIN, Comparison, adjust, compare
+from ablate.report.records import RunData, Sweep
+
+LEVEL = 0.95
+
+
+@dataclass(frozen=True)
+class Spread:
+    """Mean, sample standard deviation and 95% t-interval of the mean over seeds (None where undefined)."""
+
+    n: int
+    mean: float | None = None
+    std: float | None = None
+    ci: tuple[float, float] | None = None
+
+
+def spread(values: Sequence[float]) -> Spread:
+    """Describe replicates; the CI uses the t-distribution with n - 1 degrees of freedom."""
+    n = len(values)
+    if n == 0:
+        return Spread(0)
+    mean = float(np.mean(values))
+    if n == 1:
+        return Spread(1, mean)
+    std = float(np.std(values, ddof=1))
+    if std == 0:
+        return Spread(n, mean, 0.0, (mean, mean))
+    low, high = stats.t.interval(LEVEL, n - 1, loc=mean, scale=stats.sem(values))
+    return Spread(n, mean, std, (float(low), float(high)))
+
+
+def reference_arm(arm: str, arms: Sequence[str], baseline: str | None) -> str | None:
+    """``<parent>+<change>`` is compared with ``<parent>`` when that is an arm; anything else with the
+    baseline; the baseline with nothing. Extra swept keys after a space (``gpt2+norm=post lr=0.001``)
+    stay on the parent's side (``gpt2 lr=0.001``)."""
+    if arm == baseline:
+        return None
+    head, sep, tail = arm.partition(" ")
+    for plus in reversed([m.start() for m in re.finditer(r"\+", head)]):
+        parent = head[:plus] + sep + tail
+        if parent in arms:
+            return parent
+    return baseline
+
+
+def base_arms(sweep: Sweep) -> list[str]:
+    """The arms without their grid points, in order (a sweep without a tuned grid: its arms)."""
+    return list(dict.fromkeys(sweep.cells[a][0] if a in sweep.cells else a for a in arm_order(sweep)))
+
+
+def reference_of(sweep: Sweep, arm: str, arms: Sequence[str], baseline: str | None) -> str | None:
+    """The row ``arm`` is compared with; in a tuned sweep, its arm's reference at the same grid point."""
+    if arm not in sweep.cells:
+        return reference_arm(arm, arms, baseline)
+    base, point = sweep.cells[arm]
+    ref = reference_arm(base, base_arms(sweep), baseline)
+    return None if ref is None else " ".join(filter(None, [ref, point]))
+
+
+def find_arm(requested: str | None, arms: Sequence[str]) -> str | None:
+    """The arm named ``requested``, the order of its ``key=value`` words aside; None if there is none."""
+    words = sorted((requested or "").split())
+    return next((arm for arm in arms if arm == requested or sorted(arm.split()) == words), None)
+
+
+def resolve_baseline(requested: str | None, arms: Sequence[str]) -> str | None:
+    """The arm named ``requested``, else the first arm (a sweep without a baseline compares with it)."""
+    return find_arm(requested, arms) or (arms[0] if arms else None)
+
+
+@dataclass(frozen=True)
+class ArmStats:
+    """One row of the arms table."""
+
+    arm: str
+    planned: int
+    done: int
+    diverged: int
+    failed: int
+    final: Spread
+    best: Spread
+    n_params: tuple[int, ...]
+    tokens_per_sec: float | None
+    delta: Comparison | None
+
+
+@dataclass(frozen=True)
+class Missing:
+    """A planned or started run with no completed/diverged result."""
+
+    arm: str
+    seed: int | None
+    status: str  # failed | running | not started
+    error: str | None = None
+
+
+def arm_order(sweep: Sweep) -> list[str]:
+    """Arms in the order the sweep planned them, then any others in the order found."""
+    return list(dict.fromkeys([a for a, _ in sweep.planned] + [r.arm for r in sweep.runs]))
+
+
+def latest_runs(runs: Sequence[RunData]) -> list[RunData]:
+    """One record per (arm, seed): a finished one over a failed or unfinished attempt."""
+    chosen: dict[tuple[str, Any], RunData] = {}
+    for i, run in enumerate(runs):
+        key = (run.arm, run.seed if run.seed is not None else f"#{i}")
+        if key not in chosen or run.status in FINISHED or chosen[key].status not in FINISHED:
+            chosen[key] = run
+    return list(chosen.values())
+
+
+def _seeded_finals(runs: Iterable[RunData]) -> tuple[list[float], list[int | None]]:
+    """The completed runs' final losses and their seeds, in the same order."""
+    done = [r for r in runs if r.status == "completed" and r.val_loss_final is not None]
+    return [r.val_loss_final for r in done], [r.seed for r in done]
+
+
+def arm_stats(sweep: Sweep, baseline: str | None) -> list[ArmStats]:
+    """The arms table: counts, final and best validation loss over seeds, and the comparison with each
+    reference (paired over shared seeds, else Welch), the family corrected as ``sweep.correction`` says."""
+    runs = latest_runs(sweep.runs)
+    arms = arm_order(sweep)
+    by_arm = {a: [r for r in runs if r.arm == a] for a in arms}
+    rows = []
+    for arm in arms:
+        own = by_arm[arm]
+        finals, seeds = _seeded_finals(own)
+        ref = reference_of(sweep, arm, arms, baseline)
+        ref_finals, ref_seeds = _seeded_finals(by_arm[ref]) if ref else ([], [])
+        completed = [r for r in own if r.status == "completed"]
+        speeds = [r.tokens_per_sec for r in completed if r.tokens_per_sec is not None]
+        rows.append(ArmStats(
+            arm=arm,
+            planned=len({s for a, s in sweep.planned if a == arm} | {r.seed for r in own}),
+            done=sum(r.status in FINISHED for r in own),
+            diverged=sum(r.status == "diverged" for r in own),
+            failed=sum(r.status == "failed" for r in own),
+            final=spread(finals),
+            best=spread([r.val_loss_best for r in completed if r.val_loss_best is not None]),
+            n_params=tuple(sorted({r.n_params for r in own if r.n_params is not None})),
+            tokens_per_sec=float(np.mean(speeds)) if speeds else None,
+            delta=compare(finals, ref_finals, ref, margin(sweep), seeds, ref_seeds) if finals and ref_finals else None,
+        ))
+    adjusted = iter(adjust([r.delta for r in rows if r.delta is not None], sweep.correction))
+    return [replace(r, delta=next(adjusted)) if r.delta is not None else r for r in rows]
+
+
+def margin(sweep: Sweep) -> float:
+    """The sweep's practical margin in nats, or the default the report states."""
+    return MARGIN if sweep.margin is None else float(sweep.margin)
+
+
+def missing_runs(sweep: Sweep) -> list[Missing]:
+    """Planned runs without a completed or diverged result, and started runs that did not finish."""
+    runs = {(r.arm, r.seed): r for r in latest_runs(sweep.runs)}
+    keys = list(dict.fromkeys(sweep.planned + list(runs)))
+    out = []
+    for arm, seed in keys:
+        run = runs.get((arm, seed))
+        if run is None:
+            out.append(Missing(arm, seed, "not started"))
+        elif run.status not in FINISHED:
+            out.append(Missing(arm, seed, run.status, run.error))
+    return out

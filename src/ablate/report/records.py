@@ -1,0 +1,284 @@
+"""Run records as the report reads them: one :class:`RunData` per run, from the local record every run writes
+(``summary.json``, ``metrics.csv``; see :mod:`ablate.records`) or from wandb, gathered into a :class:`Sweep`."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from ablate.errors import ConfigError, DataError
+from ablate.io import METRICS, PLAN, SUMMARY
+
+MULTIRUN = "multirun.yaml"  # Hydra's copy of the sweep's config
+SIZES = ("n_layer", "n_head", "n_embd", "block_size")
+
+
+# -- run records ----------------------------------------------------------------------------------
+@dataclass
+class RunData:
+    """One run as the report needs it, whichever loader read it: summary fields plus its metrics."""
+
+    arm: str
+    seed: int | None = None
+    status: str = "running"  # completed | diverged | failed | running
+    name: str = ""
+    baseline: str | None = None
+    preset: str | None = None
+    choices: dict[str, str] = field(default_factory=dict)
+    flags: dict[str, Any] = field(default_factory=dict)  # bias, tie_embeddings, ...: architecture beyond the slots
+    sizes: dict[str, int] = field(default_factory=dict)
+    n_params: int | None = None
+    max_steps: int | None = None
+    command: str | None = None
+    version: str | None = None  # ablate's version and commit that made the run
+    error: str | None = None
+    tune: dict[str, float] = field(default_factory=dict)  # the tuned keys' values: {"optim.lr": 0.001}
+    base_arm: str = ""  # the arm without its grid point (``arm`` adds it in a tuned sweep)
+    margin: float | None = None  # the sweep's practical margin (nats)
+    steps: int | None = None
+    val_loss_best: float | None = None
+    val_loss_last: float | None = None
+    val_loss_final: float | None = None
+    tokens_per_sec: float | None = None
+    wall_time_s: float | None = None
+    metrics: dict[str, dict[int, float]] = field(default_factory=dict)  # metric -> {step: value}
+
+
+@dataclass
+class Sweep:
+    """The runs found, and the (arm, seed) pairs the sweep planned where its plan is known."""
+
+    name: str
+    runs: list[RunData]
+    planned: list[tuple[str, int | None]] = field(default_factory=list)
+    baseline: str | None = None
+    command: str | None = None
+    commands: list[str] = field(default_factory=list)  # every launch into the sweep's folder, first to last
+    source: str = ""  # the ablate-report command that regenerates the report
+    tune: dict[str, list[float]] = field(default_factory=dict)  # the tuned keys and their grids
+    cells: dict[str, tuple[str, str]] = field(default_factory=dict)  # tuned sweep: cell -> (arm, grid point)
+    margin: float | None = None  # the practical margin the sweep declared (None: MARGIN)
+    correction: str = "holm"  # holm | bh
+    preface: str = ""  # the study's own words, placed before the findings (ablate-report --preface FILE)
+
+
+def point_label(tune: dict[str, Any]) -> str:
+    """A run's grid point in words: ``{"optim.lr": 0.001}`` -> ``lr=0.001``."""
+    return " ".join(f"{key.split('.')[-1]}={value}" for key, value in tune.items())
+
+
+def cell(arm: str, tune: dict[str, Any]) -> str:
+    """What tables group a run by: its arm, and in a tuned sweep its grid point (``gpt2 lr=0.001``), so the
+    runs of an arm at one learning rate are its replicates there and ``gpt2+norm=post lr=0.001`` compares
+    with ``gpt2 lr=0.001``."""
+    return " ".join(filter(None, [arm, point_label(tune)]))
+
+
+def _arm_name(arm: str | None, name: str | None, seed: Any) -> str:
+    """A run outside a sweep has no arm: its name without the seed suffix stands in."""
+    if arm:
+        return str(arm)
+    return re.sub(rf"-s{seed}$", "", name) if name else "run"
+
+
+def parse_metrics_csv(text: str) -> dict[str, dict[int, float]]:
+    """``metrics.csv`` (a ``step`` column, sparse rows) as {metric: {step: value}}."""
+    metrics: dict[str, dict[int, float]] = {}
+    for row in csv.DictReader(io.StringIO(text)):
+        step = int(row.pop("step"))
+        for key, value in row.items():
+            if value:
+                metrics.setdefault(key, {})[step] = float(value)
+    return metrics
+
+
+def run_from_files(summary: dict[str, Any], metrics_csv: str) -> RunData:
+    """A run from its local record: the fields of ``summary.json`` and the rows of ``metrics.csv``."""
+    known = {f.name for f in fields(RunData)} - {"arm", "status", "metrics"}
+    values = {k: summary[k] for k in known if summary.get(k) is not None}
+    base = _arm_name(summary.get("arm"), summary.get("name"), summary.get("seed"))
+    values["base_arm"] = base
+    return RunData(arm=cell(base, summary.get("tune") or {}), status=summary.get("status") or "running",
+                   metrics=parse_metrics_csv(metrics_csv), **values)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        return float(value)  # wandb may hand back "NaN" / "Infinity" as strings
+    except ValueError:
+        return None
+
+
+def metrics_from_history(history: Iterable[dict[str, Any]]) -> dict[str, dict[int, float]]:
+    """wandb history rows as {metric: {step: value}}, keyed by Lightning's step like ``metrics.csv``."""
+    metrics: dict[str, dict[int, float]] = {}
+    for row in history:
+        step = row.get("trainer/global_step", row.get("_step"))
+        for key, value in row.items():
+            number = _number(value)
+            if step is None or number is None or key.startswith("_") or key in ("trainer/global_step", "epoch", "step"):
+                continue
+            metrics.setdefault(key, {})[int(step)] = number
+    return metrics
+
+
+def record_fields(metrics: dict[str, dict[int, float]]) -> dict[str, Any]:
+    """The summary fields that ablate.records derives from the logged metrics, derived the same way."""
+    val, final, train = (metrics.get(k, {}) for k in ("val/loss", "final/loss", "train/loss"))
+    time, lengths = metrics.get("train/time", {}), metrics.get("train/lengths", {})
+    timed = [s for s, t in time.items() if t and s in lengths]
+    return {
+        "val_loss_best": min(val.values()) if val else None,
+        "val_loss_last": val[max(val)] if val else None,
+        "val_loss_final": final[max(final)] if final else None,
+        "steps": max(train) + 1 if train else None,
+        "tokens_per_sec": round(lengths[max(timed)] / time[max(timed)], 1) if timed else None,
+    }
+
+
+def run_from_wandb(
+    config: dict[str, Any], summary: dict[str, Any], history: Iterable[dict[str, Any]], name: str = ""
+) -> RunData:
+    """A run from what wandb keeps: its config (flat slot keys plus the resolved config), its summary
+    (which holds ``status``) and its history rows. Pure, so it is tested on an offline run."""
+    metrics = metrics_from_history(history)
+    model, sweep = config.get("model") or {}, config.get("sweep") or {}
+    tune = {key: _select(config, key) for key in sweep.get("tune") or []}
+    base = _arm_name(config.get("arm") or sweep.get("arm"), name, config.get("seed"))
+    return RunData(
+        arm=cell(base, tune),
+        base_arm=base,
+        tune=tune,
+        margin=sweep.get("margin"),
+        seed=config.get("seed"),
+        status=summary.get("status") or "running",
+        name=name,
+        baseline=sweep.get("baseline"),
+        preset=config.get("preset"),
+        choices={k: v["name"] for k, v in model.items() if isinstance(v, dict) and "name" in v},
+        flags=config.get("flags") or {},
+        sizes={k: model[k] for k in SIZES if k in model},
+        n_params=config.get("n_params"),
+        max_steps=(config.get("trainer") or {}).get("max_steps"),
+        command=config.get("command"),
+        error=summary.get("error"),
+        wall_time_s=_number(summary.get("_runtime")),
+        metrics=metrics,
+        **record_fields(metrics),
+    )
+
+
+def _select(config: dict[str, Any], key: str) -> Any:
+    """``optim.lr`` from a nested config dict."""
+    node: Any = config
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+# -- loaders --------------------------------------------------------------------------------------
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: unreadable ({e}); expected the JSON that ablate-train writes") from None
+
+
+def _summary_paths(root: Path) -> list[Path]:
+    """Every run's summary below ``root``, except earlier runs kept aside in ``replaced-*`` folders."""
+    paths = sorted(root.rglob(SUMMARY))
+    return [p for p in paths if not any(part.startswith("replaced-") for part in p.relative_to(root).parts)]
+
+
+def _hydra_overrides(root: Path) -> list[str]:
+    """Hydra's own overrides of the sweep (``-m`` shows as ``hydra.mode=MULTIRUN``), from multirun.yaml."""
+    import yaml
+
+    try:
+        saved = yaml.safe_load((root / MULTIRUN).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return []
+    return list(((saved.get("hydra") or {}).get("overrides") or {}).get("hydra") or [])
+
+
+def full_command(command: str, hydra_overrides: Sequence[str]) -> str:
+    """sweep.json's command plus the Hydra overrides it leaves out, so that it reruns the sweep."""
+    head, _, rest = command.partition(" ")
+    extra = [o for o in hydra_overrides if o != "hydra.mode=MULTIRUN" and o not in command.split()]
+    multirun = "hydra.mode=MULTIRUN" in hydra_overrides and "-m" not in command.split()
+    return " ".join([head, *["-m"] * multirun, *filter(None, [rest]), *extra])
+
+
+def load_local(sweep_dir: str | Path) -> Sweep:
+    """A sweep from its folder: ``sweep.json`` (the plan) and every run's ``summary.json``/``metrics.csv``."""
+    root = Path(sweep_dir)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such folder; give a sweep's folder (the one holding {PLAN})")
+    plan = _read_json(root / PLAN) if (root / PLAN).is_file() else {}
+    runs = []
+    for path in _summary_paths(root):
+        metrics = path.with_name(METRICS)
+        runs.append(run_from_files(_read_json(path), metrics.read_text(encoding="utf-8") if metrics.is_file() else ""))
+    jobs = plan.get("jobs") or []
+    planned = [(cell(str(job["arm"]), job.get("point") or {}), job.get("seed")) for job in jobs]
+    cells = {cell(str(j["arm"]), j["point"]): (str(j["arm"]), point_label(j["point"])) for j in jobs if j.get("point")}
+    if not runs and not planned:
+        raise DataError(f"{root}: no runs in it (no {SUMMARY} below it, no planned jobs in a {PLAN})")
+    command = plan.get("command") or (runs[0].command if len(runs) == 1 else None)
+    return Sweep(
+        name=plan.get("name") or root.resolve().name,
+        runs=runs,
+        planned=planned,
+        baseline=plan.get("baseline") or next((r.baseline for r in runs if r.baseline), None),
+        command=full_command(command, _hydra_overrides(root)) if command else None,
+        commands=[full_command(c, _hydra_overrides(root)) for c in plan.get("commands") or []],
+        cells={**cells, **_cells(runs)},
+        tune=plan.get("tune") or _grid(runs),
+        margin=plan.get("margin", next((r.margin for r in runs if r.margin is not None), None)),
+    )
+
+
+def _cells(runs: Sequence[RunData]) -> dict[str, tuple[str, str]]:
+    return {r.arm: (r.base_arm, point_label(r.tune)) for r in runs if r.tune}
+
+
+def _grid(runs: Sequence[RunData]) -> dict[str, list[float]]:
+    """The tuned keys and their values, from the runs (where no plan says it)."""
+    keys = list(dict.fromkeys(k for r in runs for k in r.tune))
+    return {k: sorted({r.tune[k] for r in runs if k in r.tune}) for k in keys}
+
+
+def load_wandb(path: str, group: str) -> Sweep:
+    """A sweep from the wandb public API: the runs of ``path`` (entity/project) in ``group``."""
+    if path.count("/") != 1:
+        raise ConfigError(f"--wandb {path!r}: give ENTITY/PROJECT, e.g. my-team/ablate")
+    import wandb
+
+    try:
+        found = wandb.Api().runs(path, filters={"group": group})
+        runs = [
+            run_from_wandb(
+                dict(r.config), {"status": _state_status(r.state), **dict(r.summary.items())}, r.scan_history(), r.name
+            )
+            for r in found
+        ]
+    except (wandb.errors.Error, ValueError) as e:
+        raise DataError(f"cannot read wandb runs of {path} group {group!r}: {e}") from None
+    if not runs:
+        raise DataError(f"no runs in wandb project {path} with group {group!r}; the group is the sweep's name")
+    baseline = next((r.baseline for r in runs if r.baseline), None)
+    margin = next((r.margin for r in runs if r.margin is not None), None)
+    return Sweep(name=group, runs=runs, baseline=baseline, tune=_grid(runs), margin=margin, cells=_cells(runs))
+
+
+def _state_status(state: str) -> str:
+    """A run's status when it never recorded one (it crashed before the end): from wandb's state."""
+    return "running" if state == "running" else "failed"
