@@ -40,7 +40,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ablate.config import conf_dir, import_user_modules
-from ablate.data import TextDataModule
+from ablate.data import make_datamodule
 from ablate.errors import AblateError, ArgumentParser
 from ablate.io import atomic_write_json, atomic_write_text
 from ablate.lit import LitGPT, lr_factor
@@ -314,7 +314,7 @@ def plain_run(b: Bench, cfg: DictConfig) -> dict[str, float]:
     and a text sample) and the final whole-split evaluation. No logging, progress bar, wandb or checkpoints."""
     start = time.perf_counter()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    data = TextDataModule(**OmegaConf.to_container(cfg.data, resolve=True), seed=cfg.seed)
+    data = make_datamodule(OmegaConf.to_container(cfg.data, resolve=True), seed=cfg.seed)
     data.setup()
     module = build(cfg, data.tokenizer.state(), b.device)
     model, tr, o = module.model, cfg.trainer, cfg.optim
@@ -506,7 +506,7 @@ def bench_size(b: Bench, name: str, args: argparse.Namespace, rates: dict[str, f
     overrides = [*SIZES[name].overrides, *DEVICE_OVERRIDES[b.device.type]]
     overrides += [f"data.batch_size={args.batch_size}"] if args.batch_size else []
     cfg = compose_config(*overrides)
-    data = TextDataModule(**OmegaConf.to_container(cfg.data, resolve=True), seed=cfg.seed)
+    data = make_datamodule(OmegaConf.to_container(cfg.data, resolve=True), seed=cfg.seed)
     data.setup()
     module = build(cfg, data.tokenizer.state(), b.device)
     # moved to the device up front: a timed step is forward, loss, backward, optimizer step, zero_grad

@@ -138,7 +138,7 @@ def run(cfg: DictConfig, output_dir: str | Path, callbacks: list[Any] | None = N
     from lightning.pytorch.callbacks import ProgressBar
 
     from ablate.checkpoints import LAST, AtomicCheckpointIO, LastCheckpoint, check_compatible, load_checkpoint
-    from ablate.data import TextDataModule
+    from ablate.data import make_datamodule
     from ablate.lit import LitGPT, RichBar, TrainingThroughput
     from ablate.records import RunRecord
 
@@ -165,7 +165,7 @@ def run(cfg: DictConfig, output_dir: str | Path, callbacks: list[Any] | None = N
         torch.set_float32_matmul_precision("high")  # TF32 matmuls on Ampere and newer
 
     try:  # a run that fails before training starts still leaves a record saying why
-        datamodule = TextDataModule(**OmegaConf.to_container(cfg.data, resolve=True), seed=cfg.seed)
+        datamodule = make_datamodule(OmegaConf.to_container(cfg.data, resolve=True), seed=cfg.seed)
         datamodule.setup()
         module = LitGPT(
             model=OmegaConf.to_container(cfg.model, resolve=True),
