@@ -18,6 +18,8 @@ from ablate.model import GPT, GPTConfig
 
 # Conv1D layers, stored (in, out) in GPT-2 checkpoints
 _CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+# parameters with one row per vocabulary entry
+_VOCAB_ROWS = ("transformer.wte.weight", "lm_head.weight", "lm_head.bias")
 # GPT-2's released sizes: n_head cannot be read off the weights
 GPT2_HEADS = {768: 12, 1024: 16, 1280: 20, 1600: 25}
 # the slots GPT-2's weights fit
@@ -92,6 +94,10 @@ def load_gpt2_weights(model: GPT, sd: Mapping[str, torch.Tensor]) -> GPT:
         raise CheckpointError(
             f"the GPT-2 weights have {n_layer} layers, the model model.n_layer={model.config.n_layer}; make them equal"
         )
+    for key in _VOCAB_ROWS:  # a padded vocabulary (model.vocab_multiple): GPT-2's rows, then zeros
+        value, rows = theirs.get(key), model.config.padded_vocab_size
+        if value is not None and key in ours and value.shape[0] == model.config.vocab_size < rows:
+            theirs[key] = torch.cat([value, value.new_zeros(rows - value.shape[0], *value.shape[1:])])
     for key, value in theirs.items():
         if key not in ours:
             hint = " (GPT-2 needs model.bias=true)" if key.endswith(".bias") and not model.config.bias else ""
@@ -109,7 +115,8 @@ def load_gpt2_weights(model: GPT, sd: Mapping[str, torch.Tensor]) -> GPT:
 
 
 def gpt2_from_state_dict(sd: Mapping[str, torch.Tensor], n_head: int | None = None, **overrides: Any) -> GPT:
-    """A GPT-2 model holding these weights, e.g. ``gpt2_from_state_dict(GPT2LMHeadModel(...).state_dict())``."""
+    """A GPT-2 model holding these weights, e.g. ``gpt2_from_state_dict(GPT2LMHeadModel(...).state_dict())``;
+    ``overrides`` set config fields, e.g. ``vocab_multiple=64`` (the padded rows start at zero)."""
     config = gpt2_config_from_state_dict(sd, n_head)
     for key, value in overrides.items():
         setattr(config, key, value)

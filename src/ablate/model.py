@@ -41,6 +41,9 @@ class GPTConfig:
     bias: bool = True  # biases in linear layers and layer norms
     tie_embeddings: bool = True  # lm_head shares wte's weight (GPT-2); the seed has its own
     lm_head_bias: bool = False
+    # pad the embedding and output layer to a multiple of this (GPUs: 64, 50257 -> 50304); the padded logits
+    # are cut off, so loss and sampling are the unpadded model's. null or 1: no padding
+    vocab_multiple: int | None = None
     # one node per slot: {"name": <variant>, **params}
     positional: dict = _default("learned")
     norm: dict = _default("pre")
@@ -63,6 +66,9 @@ class GPTConfig:
                 f"model.n_embd={self.n_embd} is not divisible by model.n_head={self.n_head}; "
                 f"n_head must divide n_embd, e.g. one of {divisors}"
             )
+        m = self.vocab_multiple
+        if m is not None and (not isinstance(m, int) or isinstance(m, bool) or m <= 0):
+            raise ConfigError(f"model.vocab_multiple={m!r} must be a positive integer or null (no padding)")
         for name in ("dropout", "attn_dropout"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:
@@ -91,8 +97,16 @@ class GPTConfig:
 
     def flags(self) -> dict[str, Any]:
         """The architecture settings that are neither sizes nor slots (``bias``, ``tie_embeddings``,
-        ``lm_head_bias``, the dropouts): with ``choices()``, what tells two architectures of one size apart."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in SLOTS and f.name not in SIZES}
+        ``lm_head_bias``, the dropouts): with ``choices()``, what tells two architectures of one size apart
+        (``vocab_multiple`` does not: padding changes no loss)."""
+        skip = {*SLOTS, *SIZES, "vocab_multiple"}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+
+    @property
+    def padded_vocab_size(self) -> int:
+        """``vocab_size`` rounded up to a multiple of ``vocab_multiple``: the rows of wte and lm_head."""
+        m = self.vocab_multiple or 1
+        return -(-self.vocab_size // m) * m
 
 
 class GPT(nn.Module):
@@ -104,7 +118,7 @@ class GPT(nn.Module):
         block_cls: type[Block] = slots.norm.get(config.norm["name"]).target
         self.transformer = nn.ModuleDict(
             dict(
-                wte=nn.Embedding(config.vocab_size, config.n_embd),
+                wte=nn.Embedding(config.padded_vocab_size, config.n_embd),  # rows past vocab_size are never read
                 wpe=slots.positional.build(config.positional, config.n_embd, config.n_head, config.block_size),
                 drop=nn.Dropout(config.dropout),
                 h=nn.ModuleList([slots.norm.build(config.norm, config) for _ in range(config.n_layer)]),
@@ -113,7 +127,7 @@ class GPT(nn.Module):
                 else nn.Identity(),
             )
         )
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=config.lm_head_bias)
+        self.lm_head = nn.Linear(config.n_embd, config.padded_vocab_size, bias=config.lm_head_bias)
         if config.tie_embeddings:
             # The output layer reads logits off the input embedding table (GPT-2, "weight tying").
             self.lm_head.weight = self.transformer.wte.weight
@@ -122,9 +136,16 @@ class GPT(nn.Module):
     def residual_projections(self) -> list[nn.Linear]:
         return [proj for block in self.transformer.h for proj in block.residual_projections()]
 
+    @property
+    def padded_vocab_size(self) -> int:
+        return self.config.padded_vocab_size
+
     def num_params(self) -> int:
-        """Parameter count, tied weights counted once."""
-        return sum(p.numel() for p in self.parameters())
+        """Parameter count, tied weights counted once, padded vocabulary rows not counted."""
+        pad = (self.padded_vocab_size - self.config.vocab_size) * self.config.n_embd
+        pad *= 1 if self.config.tie_embeddings else 2
+        pad += self.padded_vocab_size - self.config.vocab_size if self.config.lm_head_bias else 0
+        return sum(p.numel() for p in self.parameters()) - pad
 
     def forward(
         self, idx: torch.Tensor, targets: torch.Tensor | None = None
@@ -135,10 +156,12 @@ class GPT(nn.Module):
         for block in self.transformer.h:
             x = block(x, self.transformer.wpe)  # (B, T, C)
         x = self.transformer.ln_f(x)
-        logits = self.lm_head(x)  # (B, T, vocab)
+        logits = self.lm_head(x)  # (B, T, padded vocab)
+        if self.padded_vocab_size != self.config.vocab_size:
+            logits = logits[..., : self.config.vocab_size]  # (B, T, vocab): padded ids can never be predicted
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1))
+            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1))
         return logits, loss
 
     @torch.no_grad()

@@ -1,0 +1,68 @@
+"""GPU defaults: chosen when a CUDA device is present, and exactly what they were on CPUs.
+
+The configs name them through resolvers, so a run's resolved config (its record, its wandb config, its
+checkpoint's hyperparameters) states what was chosen:
+
+- ``trainer.precision: ${ablate_gpu:bf16-mixed,32-true}``: bf16 autocast on GPUs, fp32 elsewhere;
+- ``model.compile: ${ablate_gpu:true,false}``: ``torch.compile`` of the model on GPUs;
+- ``model.vocab_multiple: ${ablate_vocab_multiple:${data.tokenizer}}``: GPT-2's 50,257 tokens padded to a
+  multiple of 64 (50,304) on GPUs, no padding (null) elsewhere;
+- TF32 matmuls (``ablate-train`` sets ``torch.set_float32_matmul_precision("high")``) and fused AdamW
+  (``optim.fused: null``) on GPUs; attention always runs on SDPA, which picks the flash kernel on GPUs.
+
+``runtime()`` says what a running process actually uses; ``LitGPT`` writes it into the run's record.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import OmegaConf
+
+VOCAB_MULTIPLE_GPU = 64  # nanoGPT's measured speed-up: 50257 -> 50304 = 786 * 64
+
+
+def cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def on_gpu(gpu_value: Any, cpu_value: Any) -> Any:
+    """``${ablate_gpu:A,B}``: A when a CUDA device is present, else B."""
+    return gpu_value if cuda() else cpu_value
+
+
+def vocab_multiple(tokenizer: str) -> int | None:
+    """``${ablate_vocab_multiple:${data.tokenizer}}``: 64 for GPT-2 BPE on a GPU, else null (no padding)."""
+    return VOCAB_MULTIPLE_GPU if tokenizer == "gpt2" and cuda() else None
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("ablate_gpu"):
+        OmegaConf.register_new_resolver("ablate_gpu", on_gpu)
+    if not OmegaConf.has_resolver("ablate_vocab_multiple"):
+        OmegaConf.register_new_resolver("ablate_vocab_multiple", vocab_multiple)
+
+
+def runtime(device: Any, precision: str, optimizer: Any, model: Any) -> dict[str, Any]:
+    """What this run computes with: device, precision, TF32, fused AdamW, compile, SDPA kernels, vocabulary padding."""
+    import torch
+
+    on_cuda = getattr(device, "type", str(device)) == "cuda"
+    state = {
+        "device": torch.cuda.get_device_name(device) if on_cuda else str(device),
+        "precision": str(precision),
+        "tf32_matmul": torch.get_float32_matmul_precision() != "highest" if on_cuda else False,
+        "fused_adamw": bool(getattr(optimizer, "defaults", {}).get("fused")),
+        "compiled": bool(getattr(model, "_compiled_call_impl", None)),
+        "vocab_size": model.config.vocab_size,
+        "vocab_padded": model.padded_vocab_size,
+    }
+    if on_cuda:
+        state["sdpa"] = {
+            "flash": torch.backends.cuda.flash_sdp_enabled(),
+            "mem_efficient": torch.backends.cuda.mem_efficient_sdp_enabled(),
+            "math": torch.backends.cuda.math_sdp_enabled(),
+        }
+    return state
