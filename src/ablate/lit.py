@@ -17,7 +17,9 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from ablate.checkpoints import check_compatible, load_checkpoint
 from ablate.convert import load_gpt2_weights, load_state_dict_file
+from ablate.gpu import runtime
 from ablate.model import GPT, GPTConfig
+from ablate.records import RunRecord
 from ablate.tokenizers import tokenizer_from_state
 
 
@@ -206,6 +208,17 @@ class LitGPT(L.LightningModule):
             torch.set_rng_state(state["torch_rng"])
         if "cuda_rng" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+    def on_train_start(self) -> None:
+        """State what this run computes with (the GPU defaults: precision, TF32, fused AdamW, compile, SDPA,
+        vocabulary padding) in its record (``summary.json``'s ``runtime``) and its wandb config."""
+        optimizer = self.trainer.optimizers[0] if self.trainer.optimizers else None
+        state = runtime(self.device, self.trainer.precision, optimizer, self.model)
+        for logger in self.loggers:
+            if isinstance(logger, RunRecord):
+                logger.summary["runtime"] = state
+            else:
+                logger.log_hyperparams({"runtime": state})
 
     # -- optimisation ---------------------------------------------------------------------------------
     def configure_optimizers(self) -> torch.optim.Optimizer:
