@@ -92,3 +92,18 @@ def test_gpu_defaults_resolve_to_the_cpu_settings_without_cuda(compose_cfg):
         assert cfg["model"]["vocab_multiple"] == (64 if ON_GPU and tokenizer == "gpt2" else None)
     explicit = OmegaConf.to_container(compose_cfg("model.vocab_multiple=8", "trainer.precision=32-true"), resolve=True)
     assert explicit["model"]["vocab_multiple"] == 8 and explicit["trainer"]["precision"] == "32-true"
+
+
+def test_a_run_states_its_runtime_in_its_record(compose_cfg, tmp_path):
+    from ablate.train import run
+
+    cfg = compose_cfg("model.n_layer=1", "model.n_embd=16", "model.n_head=2", "model.block_size=16",
+                      "trainer.max_steps=2", "trainer.val_check_interval=2", "trainer.enable_progress_bar=false",
+                      "logger.mode=disabled", "data.eval_batches=1", "sample.max_new_tokens=2",
+                      f"data.cache_dir={tmp_path / 'cache'}")
+    summary = run(cfg, tmp_path / "run")
+    runtime = summary["runtime"]
+    assert runtime["vocab_size"] == runtime["vocab_padded"] == 65  # char level: never padded
+    if not ON_GPU:  # the CPU settings the committed results were made with
+        assert runtime == {"device": "cpu", "precision": "32-true", "tf32_matmul": False, "fused_adamw": False,
+                           "compiled": False, "vocab_size": 65, "vocab_padded": 65}
