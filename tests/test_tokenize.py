@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -125,3 +129,15 @@ def test_not_utf8_deep_in_a_large_file_names_its_offset(tmp_path):
     with pytest.raises(DataError, match=r"is not UTF-8 \(byte 0xe9 at offset 80003\)"):
         tokenize_files([path], "gpt2", tmp_path / "s", block_bytes=1000)
     assert not list(tmp_path.glob("s_*"))  # nothing half-written is left behind
+
+
+def test_the_measurement_script_reports_speed_memory_and_equality(tmp_path):
+    script = Path(__file__).parents[1] / "scripts" / "measure-tokenize"
+    proc = subprocess.run([sys.executable, str(script), "--mb", "2", "--prefix-mb", "1", "--threads", "2",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((tmp_path / "tokenize.json").read_text())
+    assert result["bytes"] == 2 << 20 and result["equal_to_one_piece"] and result["mb_per_s"] > 0
+    assert 20e6 < result["peak_rss_bytes"] < 1e9 and 0 < result["equality_prefix_bytes"] <= 1 << 20
+    assert result["tokens"] > result["equality_prefix_tokens"] > 100_000
+    assert "MB/s" in (tmp_path / "tokenize.md").read_text()
