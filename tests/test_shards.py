@@ -100,6 +100,16 @@ def test_without_val_path_the_tail_is_validation(tmp_path):
     tokens = np.arange(1000, dtype=np.uint16)
     dm = _dm(path=str(nanogpt_bin(tmp_path / "train.bin", tokens)))
     assert len(dm.train_tokens) == 900 and int(dm.val_tokens[0]) == 900
+    # several shards: the tail of their concatenation, served as windows that may span two shards
+    for i in range(4):
+        llmc_bin(tmp_path / f"s{i}.bin", tokens[i * 250 : (i + 1) * 250])
+    dm = _dm(path=str(tmp_path / "s?.bin"), block_size=30)
+    assert isinstance(dm.val_tokens, Tokens) and len(dm.val_tokens) == 100
+    windows = torch.cat(list(dm.full_val_dataloader()))  # non-overlapping windows of 31 tokens
+    assert torch.equal(windows, torch.stack([torch.arange(900 + 30 * i, 931 + 30 * i) for i in range(3)]))
+    fixed = torch.cat(list(dm.val_dataloader()))  # the fixed evaluation windows: contiguous runs of the tail
+    assert fixed.shape == (8, 31) and torch.equal(fixed[:, 1:] - fixed[:, :-1], torch.ones(8, 30, dtype=torch.long))
+    assert fixed.min() >= 900
 
 
 def test_data_shards_composes_and_builds_from_the_config(tmp_path, compose_cfg):

@@ -1,4 +1,4 @@
-"""Text data: tokenized once into a cached token file, read back memory-mapped, served as windows.
+"""Data: text tokenized once into cached shards, or token shards already on disk; read memory-mapped, served as windows.
 
 Every batch is a ``(B, T + 1)`` tensor of token windows; the model reads ``[:, :-1]`` and predicts
 ``[:, 1:]``. Training batches are random windows whose RNG is seeded by ``(seed, step)``, so the
@@ -46,7 +46,7 @@ def _fingerprint(files: list[Path]) -> str:
 
 
 def tokenize_cached(
-    path: Path, kind: str, cache_dir: Path, threads: int | None = None, progress: bool = False
+    path: Path, kind: str, cache_dir: Path, threads: int | None = None, progress: bool = False, key: str = "data.path"
 ) -> tuple[np.ndarray | Tokens, Tokenizer]:
     """Tokens of ``path`` (a text file or a folder of them; memory-mapped) and its tokenizer, tokenizing
     only if the cache has no copy. Text of any size is tokenized in bounded memory, in parallel
@@ -55,11 +55,11 @@ def tokenize_cached(
     if kind not in TOKENIZERS:
         raise DataError(f"data.tokenizer={kind!r} is unknown; choose one of: {', '.join(TOKENIZERS)}")
     path = path.resolve()
-    files = text_files(path)
-    key = hashlib.sha256(f"{_fingerprint(files)}|{kind}|llmc-shards".encode()).hexdigest()[:20]
-    meta_path = cache_dir / f"{key}.json"
+    files = text_files(path, key)
+    name = hashlib.sha256(f"{_fingerprint(files)}|{kind}|llmc-shards".encode()).hexdigest()[:20]
+    meta_path = cache_dir / f"{name}.json"
     if not meta_path.exists():
-        info = tokenize_files(files, kind, cache_dir / key, threads, progress=progress)
+        info = tokenize_files(files, kind, cache_dir / name, threads, progress=progress, key=key)
         atomic_write_json(meta_path, {"source": str(path), **info})
     meta = json.loads(meta_path.read_text())
     return open_tokens(cache_dir / name for name in meta["shards"]), tokenizer_from_state(meta["tokenizer"])
@@ -76,7 +76,7 @@ class Windows(Dataset):
 
     def __getitem__(self, i: int) -> torch.Tensor:
         s = int(self.starts[i])
-        return torch.from_numpy(self.tokens[s : s + self.span].astype(np.int64))
+        return torch.from_numpy(np.asarray(self.tokens[s : s + self.span], dtype=np.int64))
 
 
 class RandomWindows(IterableDataset):
@@ -229,7 +229,7 @@ class TextDataModule(TokenDataModule):
             return tokens, None, tokenizer
         if self.kind == "char":
             raise DataError("data.val_path needs data.tokenizer=gpt2 (a char vocabulary is the training text's own)")
-        val, _ = tokenize_cached(self.val_path, self.kind, self.cache_dir, self.threads, progress=True)
+        val, _ = tokenize_cached(self.val_path, self.kind, self.cache_dir, self.threads, True, "data.val_path")
         return tokens, val, tokenizer
 
 

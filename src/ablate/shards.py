@@ -133,8 +133,11 @@ class Tokens:
         return out.reshape(index.shape)
 
     def to_array(self) -> np.ndarray:
-        """The tokens as one array (copies; for small data and tests)."""
+        """The tokens as one array (copies; for windows, small data and tests)."""
         return self[np.arange(len(self))]
+
+    def __array__(self, dtype: np.dtype | None = None, copy: bool | None = None) -> np.ndarray:
+        return self.to_array() if dtype is None else self.to_array().astype(dtype)
 
 
 def open_tokens(paths: Iterable[Path]) -> np.ndarray | Tokens:
