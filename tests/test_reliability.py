@@ -17,7 +17,9 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ablate.checkpoints import AtomicCheckpointIO, load_checkpoint
 from ablate.errors import CheckpointError
-from ablate.train import run
+from ablate.train import run, run_identity
+
+ROOT = Path(__file__).parents[1]
 
 BIN = Path(sys.executable).parent
 # 40 steps, an evaluation and a checkpoint every 10, dropout on (so the RNG state matters)
@@ -99,6 +101,18 @@ def test_a_finished_run_is_skipped_when_relaunched(compose_cfg, tmp_path):
     assert other["status"] == "completed" and other["steps"] == 6
     kept = json.loads((tmp_path / f"replaced-{first['run_id']}" / "summary.json").read_text())
     assert kept["steps"] == 5 and kept["val_loss_final"] == first["val_loss_final"]
+
+
+@pytest.mark.parametrize("arm, overrides", [
+    ("gpt2", ["model=gpt2"]),
+    ("modern", ["model=modern"]),
+    ("gpt2+mlp=swiglu", ["model=gpt2", "model/mlp=swiglu"]),
+])
+def test_committed_runs_keep_their_identity_so_relaunching_their_sweep_skips_them(compose_cfg, arm, overrides):
+    """Settings added since a study ran (model.vocab_multiple) must not turn its finished runs into new ones."""
+    record = json.loads((ROOT / "reports/gpt2_to_modern/records" / arm / "seed=2" / "summary.json").read_text())
+    assert run_identity(compose_cfg(*overrides, "seed=2")) == record["run_id"]
+    assert run_identity(compose_cfg(*overrides, "seed=2", "model.vocab_multiple=64")) != record["run_id"]
 
 
 @pytest.mark.slow

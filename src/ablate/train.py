@@ -58,11 +58,19 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 
+# Settings added after runs were first recorded, left out of the identity while at the value that means "off",
+# so that a finished run stays finished (and is skipped on relaunch) when a later version adds a setting.
+NEUTRAL_SETTINGS = {("model", "vocab_multiple"): None}
+
+
 def run_identity(cfg: DictConfig) -> str:
     """What makes a run the run it is (architecture, data, optimiser, trainer, seed), as a short hash."""
     keys = ("model", "data", "optim", "trainer", "seed")
     identity = {k: OmegaConf.to_container(cfg, resolve=True)[k] for k in keys}
     identity["trainer"] = {k: v for k, v in identity["trainer"].items() if k not in ("enable_progress_bar",)}
+    for (group, key), off in NEUTRAL_SETTINGS.items():
+        if key in identity[group] and identity[group][key] == off:
+            del identity[group][key]
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
