@@ -39,10 +39,10 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ablate.atomic import atomic_write_json, atomic_write_text
 from ablate.config import conf_dir, import_user_modules
 from ablate.data import make_datamodule
 from ablate.errors import AblateError, ArgumentParser
-from ablate.io import atomic_write_json, atomic_write_text
 from ablate.lit import LitGPT, lr_factor
 from ablate.model import GPT
 from ablate.registry import SLOTS

@@ -14,8 +14,8 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from ablate.atomic import atomic_open
 from ablate.errors import CheckpointError
-from ablate.io import atomic_open
 
 LAST = "last.ckpt"
 

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
+from ablate.atomic import atomic_write_json
 from ablate.errors import DataError
-from ablate.io import atomic_write_json
 from ablate.shards import CHECK_PREFIX, Tokens, check_vocab, find_shards, open_shard, open_tokens, shard_format
 from ablate.tokenize_corpus import text_files, tokenize_files
 from ablate.tokenizers import TOKENIZERS, Tokenizer, tokenizer_from_state

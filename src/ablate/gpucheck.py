@@ -29,10 +29,10 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from ablate.atomic import atomic_write_json, atomic_write_text
 from ablate.bench import Bench, build, compose_config, environment, hf_loss, optimizer_like, peak_bf16, per_step
 from ablate.data import make_datamodule
 from ablate.errors import ArgumentParser
-from ablate.io import atomic_write_json, atomic_write_text
 from ablate.lit import training_flops_per_token
 from ablate.model import GPTConfig
 

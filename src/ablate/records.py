@@ -23,7 +23,8 @@ from typing import Any
 from lightning.pytorch.loggers.logger import Logger
 from lightning.pytorch.utilities import rank_zero_only
 
-from ablate.io import METRICS, SAMPLES, SUMMARY, atomic_write_json, atomic_write_text
+from ablate.atomic import atomic_write_json, atomic_write_text
+from ablate.contract import METRICS, SAMPLES, SUMMARY
 
 
 class RunRecord(Logger):

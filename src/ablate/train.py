@@ -21,9 +21,10 @@ from hydra.errors import OverrideParseException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from ablate.atomic import atomic_write_json
 from ablate.config import check_overrides, conf_dir, import_user_modules, run_name
+from ablate.contract import FINISHED, METRICS, SAMPLES, SUMMARY
 from ablate.errors import AblateError, ConfigError
-from ablate.io import FINISHED, METRICS, SAMPLES, SUMMARY, atomic_write_json
 
 
 def wandb_mode(mode: str) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from ablate.io import FINISHED
+from ablate.contract import FINISHED
 from ablate.report.compare import MARGIN, Comparison, adjust, compare
 from ablate.report.records import RunData, Sweep
 

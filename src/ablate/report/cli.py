@@ -8,8 +8,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ablate.atomic import atomic_write_text
 from ablate.errors import AblateError, ArgumentParser, ConfigError
-from ablate.io import atomic_write_text
 from ablate.report.analysis import Report
 from ablate.report.arms import base_arms, find_arm
 from ablate.report.compare import CORRECTIONS, MARGIN

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ablate.contract import METRICS, PLAN, SUMMARY
 from ablate.errors import ConfigError, DataError
-from ablate.io import METRICS, PLAN, SUMMARY
 
 MULTIRUN = "multirun.yaml"  # Hydra's copy of the sweep's config
 SIZES = ("n_layer", "n_head", "n_embd", "block_size")

@@ -45,8 +45,9 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 
+from ablate.atomic import atomic_write_json
 from ablate.config import tune_values
-from ablate.io import PLAN, SUMMARY, atomic_write_json
+from ablate.contract import PLAN, SUMMARY
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The run record's file names and statuses, and atomic writes: a reader never sees a half-written file."""
+"""Atomic writes: a reader never sees a half-written file."""
 
 from __future__ import annotations
 
@@ -9,12 +9,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
-
-# what every run writes in its folder, and what a sweep writes in its own (read by ablate-report)
-SUMMARY, METRICS, SAMPLES, PLAN = "summary.json", "metrics.csv", "samples.txt", "sweep.json"
-# a run's status is running, completed, diverged, failed or interrupted; a relaunched sweep skips
-# FINISHED runs and resumes the others
-FINISHED = ("completed", "diverged")
 
 
 @contextmanager
