@@ -15,7 +15,7 @@ from lightning.pytorch.callbacks import Callback
 from ablate.checkpoints import load_checkpoint
 from ablate.config import preset_choices
 from ablate.errors import ConfigError, DataError
-from ablate.lit import LitGPT, RichBar, lr_factor
+from ablate.lit import LitGPT, RichBar
 from ablate.train import run, wandb_mode
 
 pytestmark = pytest.mark.slow
@@ -179,15 +179,6 @@ def test_wandb_mode_never_prompts(monkeypatch, tmp_path):
     monkeypatch.setenv("WANDB_MODE", "disabled")
     assert wandb_mode("auto") == "disabled"
     assert wandb_mode("offline") == "offline"
-
-
-def test_lr_schedule_warms_up_then_decays_to_min_lr():
-    f = [lr_factor(s, lr=1e-3, min_lr=1e-4, warmup_steps=100, decay_steps=2000) for s in range(2001)]
-    assert f[0] == pytest.approx(1 / 101) and f[99] == pytest.approx(100 / 101)
-    assert f[100] == pytest.approx(1.0)
-    assert f[1050] == pytest.approx(0.55)  # halfway through the cosine: (1 + 0.1) / 2
-    assert f[2000] == pytest.approx(0.1)
-    assert all(a >= b for a, b in zip(f[100:], f[101:]))
 
 
 def test_bf16_autocast_trains_on_the_cpu(compose_cfg, tmp_path):

@@ -21,6 +21,7 @@ from hydra.core.override_parser.types import OverrideType
 from omegaconf import OmegaConf
 
 import ablate.components  # noqa: F401  (registers the built-in variants and their config nodes)
+import ablate.recipe  # noqa: F401  (registers the optimizers and schedules and their config nodes)
 from ablate.errors import ConfigError
 from ablate.registry import SLOTS
 

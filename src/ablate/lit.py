@@ -19,6 +19,7 @@ from ablate.checkpoints import check_compatible, load_checkpoint
 from ablate.convert import load_gpt2_weights, load_state_dict_file
 from ablate.gpu import runtime
 from ablate.model import GPT, GPTConfig
+from ablate.recipe import build_optimizer, lr_at
 from ablate.records import RunRecord
 from ablate.tokenizers import tokenizer_from_state
 
@@ -30,16 +31,6 @@ def training_flops_per_token(config: GPTConfig) -> float:
         model = GPT(config)
         idx = torch.zeros(1, config.block_size, dtype=torch.long)
     return measure_flops(model, lambda: model(idx)[0], loss_fn=torch.Tensor.sum) / config.block_size
-
-
-def lr_factor(step: int, lr: float, min_lr: float, warmup_steps: int, decay_steps: int) -> float:
-    """nanoGPT's schedule as a multiple of ``lr``: linear warmup, then cosine decay to ``min_lr``."""
-    if step < warmup_steps:
-        return (step + 1) / (warmup_steps + 1)
-    if step >= decay_steps:
-        return min_lr / lr
-    progress = (step - warmup_steps) / max(1, decay_steps - warmup_steps)
-    return (min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (lr - min_lr)) / lr
 
 
 class TrainingThroughput(ThroughputMonitor):
@@ -222,20 +213,12 @@ class LitGPT(L.LightningModule):
 
     # -- optimisation ---------------------------------------------------------------------------------
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        cfg = self.hparams.optim
-        return torch.optim.AdamW(
-            self.model.optimizer_groups(cfg["weight_decay"]),
-            lr=cfg["lr"], betas=tuple(cfg["betas"]), eps=cfg["eps"],
-            # null: one fused kernel for the whole update on GPUs; elsewhere PyTorch's default (on CPUs a loop
-            # over parameters, whose numbers the committed CPU results were made with)
-            fused=cfg["fused"] if cfg.get("fused") is not None else self.device.type == "cuda",
-        )
+        return build_optimizer(self.model, self.hparams.optim, self.device.type)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # The learning rate is a function of the global step alone (as in nanoGPT), not a scheduler's
         # own counter: a run resumed from any checkpoint continues the schedule exactly.
-        cfg = self.hparams.optim
-        lr = cfg["lr"] * lr_factor(self.global_step, cfg["lr"], cfg["min_lr"], cfg["warmup_steps"], cfg["decay_steps"])
+        lr = lr_at(self.global_step, self.hparams.optim)
         for group in self.optimizers().param_groups:
             group["lr"] = lr
         if self._first_batch:

@@ -7,8 +7,9 @@ is one class (or function) registered into a slot by a decorator::
     class ReLU(nn.ReLU): ...
 
 Registering also stores the variant's config node ``{name: relu, **params}`` in Hydra's
-ConfigStore under the group ``model/<slot>``, so ``ablate-train model/activation=relu`` works,
-``--help`` lists it, and a sweep can say ``-m model/activation=relu,gelu`` with no YAML to write.
+ConfigStore under the group ``model/<slot>`` (``optim/<slot>`` for the training recipe's slots), so
+``ablate-train model/activation=relu`` works, ``--help`` lists it, and a sweep can say
+``-m model/activation=relu,gelu`` with no YAML to write.
 Hydra's ConfigStore silently overwrites a duplicate; the registry refuses one instead.
 """
 
@@ -39,17 +40,19 @@ class Variant:
 
 
 class Slot:
-    """One ablation axis: a set of interchangeable variants, exposed as the Hydra group ``model/<name>``."""
+    """One ablation axis: a set of interchangeable variants, exposed as the Hydra group ``<parent>/<name>``:
+    the model's slots (``model/norm``) or the training recipe's (``optim/optimizer``, ``optim/schedule``)."""
 
-    def __init__(self, name: str, doc: str) -> None:
+    def __init__(self, name: str, doc: str, parent: str = "model") -> None:
         self.name = name
         self.doc = doc
+        self.parent = parent
         self._variants: dict[str, Variant] = {}
-        SLOTS[name] = self
+        REGISTRIES[parent][name] = self
 
     @property
     def group(self) -> str:
-        return f"model/{self.name}"
+        return f"{self.parent}/{self.name}"
 
     def register(self, name: str, **params: Any) -> Callable[[T], T]:
         """Register the decorated class or function as variant ``name`` with default ``params``."""
@@ -93,4 +96,6 @@ class Slot:
         return variant.target(*args, **kwargs, **params)
 
 
-SLOTS: dict[str, Slot] = {}
+SLOTS: dict[str, Slot] = {}  # the model's slots, by name
+RECIPE_SLOTS: dict[str, Slot] = {}  # the training recipe's slots (optimizer, schedule), by name
+REGISTRIES: dict[str, dict[str, Slot]] = {"model": SLOTS, "optim": RECIPE_SLOTS}

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ablate.atomic import atomic_write_json
 from ablate.config import check_overrides, conf_dir, import_user_modules, run_name
-from ablate.contract import FINISHED, METRICS, SAMPLES, SUMMARY
+from ablate.contract import FINISHED, METRICS, SAMPLES, SUMMARY, Arm, Summary, read_summary
 from ablate.errors import AblateError, ConfigError
 
 
@@ -61,7 +62,11 @@ def _quiet_lightning() -> None:
 
 # Settings added after runs were first recorded, left out of the identity while at the value that means "off",
 # so that a finished run stays finished (and is skipped on relaunch) when a later version adds a setting.
-NEUTRAL_SETTINGS = {("model", "vocab_multiple"): None}
+NEUTRAL_SETTINGS = {
+    ("model", "vocab_multiple"): None,
+    ("optim", "optimizer"): {"name": "adamw"},
+    ("optim", "schedule"): {"name": "cosine"},
+}
 
 
 def run_identity(cfg: DictConfig) -> str:
@@ -97,22 +102,21 @@ def _threads_per_parallel_job() -> int | None:
 
 
 def sweep_labels(cfg: DictConfig) -> dict[str, Any]:
-    """Where a run sits in its sweep, as its record says it: the sweep, the arm, the baseline, the practical
-    margin, and the values of the tuned keys (``{"optim.lr": 0.001}``); none of them change what the run computes."""
+    """Where a run sits in its sweep, as its record says it: the sweep, the arm (:class:`ablate.contract.Arm`, as
+    the sweeper derived it), the baseline, the practical margin, and the values of the tuned keys
+    (``{"optim.lr": 0.001}``); none of them change what the run computes."""
     return {
         "sweep": cfg.sweep.name,
-        "arm": cfg.sweep.arm,
+        "arm": _arm(cfg).record() if cfg.sweep.arm else None,
         "baseline": cfg.sweep.baseline,
         "margin": cfg.sweep.get("margin"),
         "tune": {key: OmegaConf.select(cfg, key) for key in cfg.sweep.get("tune") or []},
     }
 
 
-def read_summary(output_dir: Path) -> dict[str, Any]:
-    try:
-        return json.loads((output_dir / SUMMARY).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
+def _arm(cfg: DictConfig) -> Arm:
+    sweep = OmegaConf.to_container(cfg.sweep, resolve=True)
+    return Arm.from_record({**sweep, "name": sweep["arm"]})
 
 
 def _version() -> str:
@@ -141,31 +145,26 @@ def run(cfg: DictConfig, output_dir: str | Path, callbacks: list[Any] | None = N
     A finished run of the same config in ``output_dir`` is skipped; an unfinished one (interrupted,
     killed, failed) resumes from its last checkpoint. ``callbacks`` are added to the Trainer's.
     """
+    output_dir = Path(output_dir)
+    _prepare(cfg, output_dir)
+    previous = read_summary(output_dir)
+    if _finished(cfg, previous):
+        return _skip(cfg, output_dir, previous)
+    previous = _claim(output_dir, previous, run_identity(cfg))
+    built = _build(cfg, output_dir, previous)
+    loggers = _open_record(cfg, output_dir, built, previous)
+    return _train(cfg, output_dir, built, loggers, callbacks)
+
+
+def _prepare(cfg: DictConfig, output_dir: Path) -> None:
+    """Everything a run needs before it looks at its folder: the user's variants, quiet logs, a writable folder,
+    the threads it may use, its seed."""
     import lightning as L
     import torch
-    from hydra.utils import instantiate
-    from lightning.pytorch.callbacks import ProgressBar
-
-    from ablate.checkpoints import LAST, AtomicCheckpointIO, LastCheckpoint, check_compatible, load_checkpoint
-    from ablate.data import make_datamodule
-    from ablate.lit import LitGPT, RichBar, TrainingThroughput
-    from ablate.records import RunRecord
 
     import_user_modules()
     _quiet_lightning()
-    output_dir = Path(output_dir)
     _check_writable(output_dir)
-    run_id = run_identity(cfg)
-    previous = read_summary(output_dir)
-    if previous.get("run_id") == run_id and previous.get("status") in FINISHED:
-        print(f"{output_dir}: already {previous['status']}, skipping (delete its summary.json to redo it)")
-        if {k: previous.get(k) for k in sweep_labels(cfg)} != sweep_labels(cfg):
-            previous.update(sweep_labels(cfg))  # the same run, now also part of this sweep: its labels follow
-            atomic_write_json(output_dir / SUMMARY, previous)
-        return {**previous, "skipped": True}
-    if previous and previous.get("run_id") != run_id:
-        _move_aside(output_dir, f"replaced-{previous.get('run_id', 'unknown')}")
-        previous = {}
     threads = cfg.get("threads") or _threads_per_parallel_job()
     if threads:
         torch.set_num_threads(threads)
@@ -173,7 +172,48 @@ def run(cfg: DictConfig, output_dir: str | Path, callbacks: list[Any] | None = N
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")  # TF32 matmuls on Ampere and newer
 
-    try:  # a run that fails before training starts still leaves a record saying why
+
+def _finished(cfg: DictConfig, previous: dict[str, Any]) -> bool:
+    """Whether ``output_dir`` already holds this run, finished."""
+    return previous.get("run_id") == run_identity(cfg) and previous.get("status") in FINISHED
+
+
+def _skip(cfg: DictConfig, output_dir: Path, previous: dict[str, Any]) -> dict[str, Any]:
+    """A finished run is not run again; a sweep that now includes it relabels its record."""
+    print(f"{output_dir}: already {previous['status']}, skipping (delete its summary.json to redo it)")
+    labels = sweep_labels(cfg)
+    if {k: previous.get(k) for k in labels} != labels:
+        previous.update(labels)  # the same run, now also part of this sweep: its labels follow
+        atomic_write_json(output_dir / SUMMARY, previous)
+    return {**previous, "skipped": True}
+
+
+def _claim(output_dir: Path, previous: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """The folder's earlier record if it is this run's (to resume), else {} with the other run's files moved aside."""
+    if previous and previous.get("run_id") != run_id:
+        _move_aside(output_dir, f"replaced-{previous.get('run_id', 'unknown')}")
+        return {}
+    return previous
+
+
+@dataclass
+class _Built:
+    """What a run trains: its data, its LightningModule, the summary it starts its record with, and the
+    checkpoint it resumes from (None: from the start)."""
+
+    datamodule: Any
+    module: Any
+    summary: Summary
+    resume_from: Path | None
+
+
+def _build(cfg: DictConfig, output_dir: Path, previous: dict[str, Any]) -> _Built:
+    """Data, model and the run's summary; a run that fails here still leaves a record saying why."""
+    from ablate.checkpoints import LAST, check_compatible, load_checkpoint
+    from ablate.data import make_datamodule
+    from ablate.lit import LitGPT
+
+    try:
         datamodule = make_datamodule(OmegaConf.to_container(cfg.data, resolve=True), seed=cfg.seed)
         datamodule.setup()
         module = LitGPT(
@@ -196,13 +236,12 @@ def run(cfg: DictConfig, output_dir: str | Path, callbacks: list[Any] | None = N
             print(f"{output_dir}: resuming its unfinished run from {resume_from}")
 
         choices = gpt.config.choices()
-        arm = cfg.sweep.arm
         point = [f"{key.split('.')[-1]}={value}" for key, value in sweep_labels(cfg)["tune"].items()]
-        default_name = "-".join([arm, *point, f"s{cfg.seed}"]) if arm else run_name(cfg.model, choices, cfg.seed)
-        name = cfg.logger.name or default_name
-        summary = {
-            "run_id": run_id,
-            "name": name,
+        default_name = "-".join([cfg.sweep.arm, *point, f"s{cfg.seed}"]) if cfg.sweep.arm else \
+            run_name(cfg.model, choices, cfg.seed)
+        summary: Summary = {
+            "run_id": run_identity(cfg),
+            "name": cfg.logger.name or default_name,
             **sweep_labels(cfg),
             "preset": cfg.model.get("preset"),
             "choices": choices,
@@ -221,17 +260,39 @@ def run(cfg: DictConfig, output_dir: str | Path, callbacks: list[Any] | None = N
         }
     except BaseException as e:
         atomic_write_json(output_dir / SUMMARY, {
-            "run_id": run_id, "sweep": cfg.sweep.name, "arm": cfg.sweep.arm, "seed": cfg.seed,
+            "run_id": run_identity(cfg), "sweep": cfg.sweep.name, "arm": sweep_labels(cfg)["arm"], "seed": cfg.seed,
             "command": _command(cfg), "status": "failed", "error": f"{type(e).__name__}: {e}",
         })
         raise
-    record = RunRecord(output_dir, summary, resume=bool(resume_from))
-    loggers: list[Any] = [record]
+    return _Built(datamodule, module, summary, resume_from)
+
+
+def _open_record(cfg: DictConfig, output_dir: Path, built: _Built, previous: dict[str, Any]) -> list[Any]:
+    """The run's loggers: its local record (first; continued when it resumes) and, unless disabled, wandb."""
+    from ablate.records import RunRecord
+
+    record = RunRecord(output_dir, built.summary, resume=built.resume_from is not None)
     mode = wandb_mode(cfg.logger.mode)
-    if mode != "disabled":
-        loggers.append(_wandb_logger(cfg, mode, name, output_dir, summary, previous))
-        record.summary["wandb_id"] = loggers[-1].version
-    checkpoint = LastCheckpoint(ckpt_path)
+    if mode == "disabled":
+        return [record]
+    wandb_logger = _wandb_logger(cfg, mode, built.summary["name"], output_dir, built.summary, previous)
+    record.summary["wandb_id"] = wandb_logger.version
+    return [record, wandb_logger]
+
+
+def _train(
+    cfg: DictConfig, output_dir: Path, built: _Built, loggers: list[Any], callbacks: list[Any] | None
+) -> dict[str, Any]:
+    """Fit, then evaluate on the whole validation split; the record and the wandb run are closed with the run's
+    status (completed, diverged, interrupted or failed) whatever happens. Returns the record's summary."""
+    from hydra.utils import instantiate
+    from lightning.pytorch.callbacks import ProgressBar
+
+    from ablate.checkpoints import AtomicCheckpointIO, LastCheckpoint
+    from ablate.lit import RichBar, TrainingThroughput
+
+    record, module, datamodule = loggers[0], built.module, built.datamodule
+    checkpoint = LastCheckpoint(output_dir / "checkpoints" / "last.ckpt")
     bar = cfg.trainer.enable_progress_bar and not any(isinstance(c, ProgressBar) for c in callbacks or [])
     trainer = instantiate(
         cfg.trainer,
@@ -249,7 +310,7 @@ def run(cfg: DictConfig, output_dir: str | Path, callbacks: list[Any] | None = N
     )
     status, error = "failed", None
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=built.resume_from, weights_only=True)
         if module.diverged:
             status, error = "diverged", module.diverged
         elif trainer.global_step < cfg.trainer.max_steps:
@@ -264,17 +325,16 @@ def run(cfg: DictConfig, output_dir: str | Path, callbacks: list[Any] | None = N
             error = f"{type(e).__name__}: {e}"
         raise
     finally:
-        record.summary["steps"] = trainer.global_step
-        record.close(status, error)
-        if mode != "disabled":
+        record.close(status, error, steps=trainer.global_step)
+        if len(loggers) > 1:
             import wandb
 
             if wandb.run is not None:
                 wandb.run.summary.update({"status": status, "error": error})
             wandb.finish(exit_code=0 if status == "completed" else 1)
     if status != "completed":
-        print(f"Run {status}: {error}; recorded in {output_dir / 'summary.json'}")
-    if mode == "offline":
+        print(f"Run {status}: {error}; recorded in {output_dir / SUMMARY}")
+    if len(loggers) > 1 and wandb_mode(cfg.logger.mode) == "offline":
         print(f"wandb: offline run saved; upload it with: wandb sync {output_dir / 'wandb'}/offline-run-*")
     return record.summary
 

@@ -1,0 +1,196 @@
+"""The training recipe as slots: the optimizer (``optim/optimizer``) and the learning-rate schedule
+(``optim/schedule``), registered like the model's variants and chosen the same way::
+
+    ablate-train optim/optimizer=muon optim/schedule=wsd
+
+Settings every recipe shares stay flat in ``optim`` (``lr``, ``min_lr``, ``warmup_steps``, ``decay_steps``,
+``weight_decay``, ``betas``, ``eps``, ``fused``); a variant's own settings are its parameters
+(``optim.schedule.decay_fraction=0.1``). The schedule is a function of the global step alone, so a run resumed
+from any checkpoint continues it exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from ablate.registry import Slot
+
+optimizer = Slot("optimizer", "what turns gradients into updates", parent="optim")
+schedule = Slot("schedule", "the learning rate as a multiple of optim.lr at each step", parent="optim")
+
+
+def _fused(cfg: Mapping[str, Any], device_type: str) -> bool:
+    # null: one fused kernel for the whole update on GPUs; elsewhere PyTorch's default (on CPUs a loop over
+    # parameters, whose numbers the committed CPU results were made with)
+    return cfg["fused"] if cfg.get("fused") is not None else device_type == "cuda"
+
+
+def decay_groups(params: Iterable[nn.Parameter], weight_decay: float) -> list[dict[str, Any]]:
+    """Decay matrices and embeddings (every tensor of rank ≥ 2); never biases or norm gains."""
+    params = [p for p in params if p.requires_grad]
+    return [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+
+
+@optimizer.register("adamw")
+def adamw(model: nn.Module, cfg: Mapping[str, Any], device_type: str) -> torch.optim.Optimizer:
+    """AdamW (decoupled weight decay on matrices and embeddings): GPT-2's and nanoGPT's optimizer"""
+    return torch.optim.AdamW(
+        decay_groups(model.parameters(), cfg["weight_decay"]),
+        lr=cfg["lr"], betas=tuple(cfg["betas"]), eps=cfg["eps"], fused=_fused(cfg, device_type),
+    )
+
+
+def muon_matrices(model: nn.Module) -> list[nn.Parameter]:
+    """The hidden 2-D weights: every matrix inside the transformer blocks (attention's q/k/v and output
+    projections, the MLP's). Muon orthogonalizes an update as a linear map from one hidden space to another;
+    the token and position embeddings are lookup tables and the output layer maps to the vocabulary, so those
+    (as in modded-nanogpt and Moonlight) and every vector (biases, norm gains) stay with AdamW."""
+    return [p for p in model.transformer.h.parameters() if p.requires_grad and p.dim() == 2]
+
+
+class Chained(torch.optim.Optimizer):
+    """Several optimizers over disjoint parameters as one: what Lightning's automatic optimization steps.
+
+    ``param_groups`` are the members' current group dicts (``load_state_dict`` replaces them), so a schedule
+    that sets ``group["lr"]`` reaches all, before and after a resume; the state dict is the members' state
+    dicts, so a checkpoint resumes each exactly."""
+
+    def __init__(self, *optimizers: torch.optim.Optimizer) -> None:
+        super().__init__([p for o in optimizers for g in o.param_groups for p in g["params"]], {})
+        self.optimizers = optimizers
+        self.defaults = {"members": [type(o).__name__ for o in optimizers]}
+
+    # Optimizer.__init__ assigns state and param_groups; the members keep their own, read through these
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:  # type: ignore[override]
+        return [g for o in getattr(self, "optimizers", ()) for g in o.param_groups]
+
+    @param_groups.setter
+    def param_groups(self, value: Any) -> None:
+        pass
+
+    @property
+    def state(self) -> dict[Any, Any]:  # type: ignore[override]
+        return {p: s for o in getattr(self, "optimizers", ()) for p, s in o.state.items()}
+
+    @state.setter
+    def state(self, value: Any) -> None:
+        pass
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for o in self.optimizers:
+            o.step()
+        return loss
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for o in self.optimizers:
+            o.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"members": [o.state_dict() for o in self.optimizers]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        for o, s in zip(self.optimizers, state_dict["members"], strict=True):
+            o.load_state_dict(s)
+
+
+@optimizer.register("muon", momentum=0.95, nesterov=True, ns_steps=5, adjust_lr_fn="match_rms_adamw")
+def muon(
+    model: nn.Module, cfg: Mapping[str, Any], device_type: str, *,
+    momentum: float, nesterov: bool, ns_steps: int, adjust_lr_fn: str,
+) -> torch.optim.Optimizer:
+    """PyTorch's Muon on the blocks' matrices, AdamW on embeddings, output layer and vectors"""
+    matrices = muon_matrices(model)
+    chosen = {id(p) for p in matrices}
+    rest = [p for p in model.parameters() if id(p) not in chosen]
+    # adjust_lr_fn="match_rms_adamw" (Moonlight) scales each update to AdamW's RMS, so Muon shares optim.lr,
+    # optim.weight_decay and the schedule with the AdamW half; "original" is Keller Jordan's scaling
+    # (which wants a Muon learning rate of its own, about 0.02, as in modded-nanogpt)
+    return Chained(
+        torch.optim.Muon(
+            matrices, lr=cfg["lr"], weight_decay=cfg["weight_decay"], momentum=momentum, nesterov=nesterov,
+            ns_steps=ns_steps, adjust_lr_fn=adjust_lr_fn,
+        ),
+        torch.optim.AdamW(
+            decay_groups(rest, cfg["weight_decay"]),
+            lr=cfg["lr"], betas=tuple(cfg["betas"]), eps=cfg["eps"], fused=_fused(cfg, device_type),
+        ),
+    )
+
+
+def build_optimizer(model: nn.Module, cfg: Mapping[str, Any], device_type: str = "cpu") -> torch.optim.Optimizer:
+    """The optimizer ``cfg["optimizer"]`` names, over ``model``'s parameters, with ``cfg``'s shared settings."""
+    return optimizer.build(cfg.get("optimizer", "adamw"), model, cfg, device_type)
+
+
+def _warmup(step: int, warmup_steps: int) -> float:
+    return (step + 1) / (warmup_steps + 1)
+
+
+@schedule.register("cosine")
+def cosine(step: int, lr: float, min_lr: float, warmup_steps: int, decay_steps: int) -> float:
+    """linear warm-up, then cosine decay to min_lr at decay_steps (nanoGPT's)"""
+    if step < warmup_steps:
+        return _warmup(step, warmup_steps)
+    if step >= decay_steps:
+        return min_lr / lr
+    progress = (step - warmup_steps) / max(1, decay_steps - warmup_steps)
+    return (min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (lr - min_lr)) / lr
+
+
+@schedule.register("wsd", decay_fraction=0.2)
+def wsd(step: int, lr: float, min_lr: float, warmup_steps: int, decay_steps: int, *, decay_fraction: float) -> float:
+    """warm-up, stable at lr, then linear decay to min_lr over the last decay_fraction of decay_steps"""
+    # Hägele et al. 2024 ("Scaling Laws and Compute-Optimal Training Beyond Fixed Training Durations"), MiniCPM
+    if step < warmup_steps:
+        return _warmup(step, warmup_steps)
+    decay_start = max(warmup_steps, round(decay_steps * (1.0 - decay_fraction)))
+    if step < decay_start:
+        return 1.0
+    if step >= decay_steps:
+        return min_lr / lr
+    progress = (step - decay_start) / max(1, decay_steps - decay_start)
+    return (lr - progress * (lr - min_lr)) / lr
+
+
+@schedule.register("constant")
+def constant(step: int, lr: float, min_lr: float, warmup_steps: int, decay_steps: int) -> float:
+    """linear warm-up, then lr to the end (min_lr and decay_steps unused)"""
+    return _warmup(step, warmup_steps) if step < warmup_steps else 1.0
+
+
+@schedule.register("linear")
+def linear(step: int, lr: float, min_lr: float, warmup_steps: int, decay_steps: int) -> float:
+    """linear warm-up, then linear decay to min_lr at decay_steps"""
+    if step < warmup_steps:
+        return _warmup(step, warmup_steps)
+    if step >= decay_steps:
+        return min_lr / lr
+    progress = (step - warmup_steps) / max(1, decay_steps - warmup_steps)
+    return (lr - progress * (lr - min_lr)) / lr
+
+
+def lr_factor(step: int, cfg: Mapping[str, Any]) -> float:
+    """The learning rate at ``step`` as a multiple of ``cfg["lr"]``, by the schedule ``cfg["schedule"]`` names."""
+    return schedule.build(
+        cfg.get("schedule", "cosine"), step,
+        lr=cfg["lr"], min_lr=cfg["min_lr"], warmup_steps=cfg["warmup_steps"], decay_steps=cfg["decay_steps"],
+    )
+
+
+def lr_at(step: int, cfg: Mapping[str, Any]) -> float:
+    """The learning rate at ``step``: what every parameter group gets before that step's update."""
+    return cfg["lr"] * lr_factor(step, cfg)
