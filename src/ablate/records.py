@@ -12,10 +12,6 @@ These files are what ``ablate-report`` reads; wandb holds the same numbers for t
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -24,26 +20,37 @@ from lightning.pytorch.loggers.logger import Logger
 from lightning.pytorch.utilities import rank_zero_only
 
 from ablate.atomic import atomic_write_json, atomic_write_text
-from ablate.contract import METRICS, SAMPLES, SUMMARY
+from ablate.contract import (
+    METRICS,
+    SAMPLES,
+    SUMMARY,
+    Rows,
+    Summary,
+    metric_fields,
+    metrics_csv,
+    read_metrics,
+    read_summary,
+)
 
 
 class RunRecord(Logger):
     """A Lightning logger that keeps the run's local record (see the module docstring)."""
 
-    def __init__(self, out_dir: str | Path, summary: dict[str, Any], resume: bool = False) -> None:
-        """``resume``: continue the record already in ``out_dir`` (its rows, best loss and wall time)."""
+    def __init__(self, out_dir: str | Path, summary: Summary, resume: bool = False) -> None:
+        """``resume``: continue the record already in ``out_dir`` (its rows, wall time and wandb run)."""
         super().__init__()
         self.out_dir = Path(out_dir)
-        self.rows: dict[int, dict[str, float]] = {}
+        self.rows: Rows = {}
         self.start = time.time()
+        self.steps: int | None = None  # the trainer's step count, once the run ends (see close)
         carried: dict[str, Any] = {}
         if resume:
-            self.rows = _read_rows(self.out_dir / METRICS)
-            old = json.loads((self.out_dir / SUMMARY).read_text())
-            carried = {k: old[k] for k in ("val_loss_best", "val_loss_last", "wall_time_s", "wandb_id") if k in old}
+            self.rows = read_metrics(self.out_dir)
+            old = read_summary(self.out_dir)
+            carried = {k: old[k] for k in ("wall_time_s", "wandb_id") if k in old}
             self.start -= carried.get("wall_time_s", 0.0)  # wall time counts every attempt
             carried["resumed"] = old.get("resumed", 0) + 1
-        self.summary: dict[str, Any] = {**summary, **carried, "status": "running"}
+        self.summary: Summary = {**summary, **carried, "status": "running"}
         self.write()
 
     @property
@@ -64,20 +71,8 @@ class RunRecord(Logger):
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        step = int(step or 0)
-        row = self.rows.setdefault(step, {})
+        row = self.rows.setdefault(int(step or 0), {})
         row.update({k: float(v) for k, v in metrics.items() if k not in ("epoch", "step")})
-        if "val/loss" in metrics:
-            loss = float(metrics["val/loss"])
-            best = self.summary.get("val_loss_best")
-            self.summary["val_loss_best"] = loss if best is None or loss < best else best
-            self.summary["val_loss_last"] = loss
-        if "final/loss" in metrics:
-            self.summary["val_loss_final"] = float(metrics["final/loss"])
-        if metrics.get("train/time"):  # cumulative training tokens and seconds (validation excluded)
-            self.summary["tokens_per_sec"] = round(float(metrics["train/lengths"]) / float(metrics["train/time"]), 1)
-        if "train/loss" in metrics:
-            self.summary["steps"] = step + 1
         if any(k.startswith(("val/", "final/")) for k in metrics):
             self.write()
 
@@ -93,17 +88,14 @@ class RunRecord(Logger):
 
     @rank_zero_only
     def write(self) -> None:
-        """Rewrite ``summary.json`` and ``metrics.csv`` atomically with everything logged so far."""
+        """Rewrite ``summary.json`` (its losses, steps and speed derived from the rows, as the report derives
+        them from wandb) and ``metrics.csv`` atomically with everything logged so far."""
+        self.summary.update(metric_fields(self.rows))
+        if self.steps is not None:
+            self.summary["steps"] = self.steps
         self.summary["wall_time_s"] = round(time.time() - self.start, 2)
         atomic_write_json(self.out_dir / SUMMARY, self.summary)
-        keys = sorted({k for row in self.rows.values() for k in row})
-        buf = io.StringIO()
-        writer = csv.writer(buf)
-        writer.writerow(["step", *keys])
-        for step in sorted(self.rows):
-            row = self.rows[step]
-            writer.writerow([step, *(_fmt(row.get(k)) for k in keys)])
-        atomic_write_text(self.out_dir / METRICS, buf.getvalue())
+        atomic_write_text(self.out_dir / METRICS, metrics_csv(self.rows))
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
@@ -111,24 +103,12 @@ class RunRecord(Logger):
         self.write()
 
     @rank_zero_only
-    def close(self, status: str, error: str | None = None) -> None:
+    def close(self, status: str, error: str | None = None, steps: int | None = None) -> None:
+        """The run's end: its status, the error that ended it, the steps the trainer took (which the logged
+        rows may undercount, as they log every few steps)."""
+        self.steps = steps
         self.summary["status"] = status
         if error:
             self.summary["error"] = error
         self.write()
 
-
-def _read_rows(path: Path) -> dict[int, dict[str, float]]:
-    rows: dict[int, dict[str, float]] = {}
-    if path.is_file():
-        with open(path, newline="") as f:
-            for row in csv.DictReader(f):
-                step = int(row.pop("step"))
-                rows[step] = {k: float(v) for k, v in row.items() if v != ""}
-    return rows
-
-
-def _fmt(value: float | None) -> str:
-    if value is None:
-        return ""
-    return repr(value) if math.isfinite(value) else str(value)

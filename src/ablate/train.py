@@ -288,11 +288,11 @@ def _train(
     from hydra.utils import instantiate
     from lightning.pytorch.callbacks import ProgressBar
 
-    from ablate.checkpoints import AtomicCheckpointIO, LastCheckpoint
+    from ablate.checkpoints import LAST, AtomicCheckpointIO, LastCheckpoint
     from ablate.lit import RichBar, TrainingThroughput
 
     record, module, datamodule = loggers[0], built.module, built.datamodule
-    checkpoint = LastCheckpoint(output_dir / "checkpoints" / "last.ckpt")
+    checkpoint = LastCheckpoint(output_dir / "checkpoints" / LAST)
     bar = cfg.trainer.enable_progress_bar and not any(isinstance(c, ProgressBar) for c in callbacks or [])
     trainer = instantiate(
         cfg.trainer,

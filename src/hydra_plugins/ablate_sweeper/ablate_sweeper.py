@@ -13,8 +13,12 @@ command line's own sweeps (``seed=1,2,3``)::
           seed: 1,2,3
 
 Each job gets ``sweep.arm``: the arm's name plus the values of the other swept keys (the seed
-aside), which names the run in wandb and groups its seeds in reports. Jobs are launched through
-whichever launcher is configured; a job that fails does not stop the others.
+aside), which names the run in wandb and groups its seeds in reports; and the arm's structure
+(:class:`ablate.contract.Arm`), derived here from the override lists: ``sweep.parent`` (the arm whose
+overrides are the largest subset of its own: ``gpt2`` for ``gpt2+norm=post``), ``sweep.changes`` (what it
+adds to its parent, ``{model/norm: post}``) and ``sweep.grid`` (the other swept keys' values). Runs write it
+into their records and reports read it from there. A declared ``sweep.baseline`` must name one of the arms.
+Jobs are launched through whichever launcher is configured; a job that fails does not stop the others.
 
 ``tune`` crosses every arm with a grid of training settings (a learning-rate grid) whose points are
 not part of the arm: the runs of one arm at one point are its replicates there, and the report fits
@@ -33,6 +37,7 @@ Each job then gets ``sweep.tune`` (the tuned keys) and ``sweep.point`` (its poin
 import json
 import logging
 import shlex
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -47,7 +52,7 @@ from omegaconf import OmegaConf
 
 from ablate.atomic import atomic_write_json
 from ablate.config import tune_values
-from ablate.contract import PLAN, SUMMARY
+from ablate.contract import PLAN, SUMMARY, Arm, derive_arms, find_arm
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +75,28 @@ ConfigStore.instance().store(group="hydra/sweeper", name="ablate", node=AblateSw
 def _short(key: str) -> str:
     """``model/norm`` -> ``norm``, ``optim.lr`` -> ``lr``: labels stay short."""
     return key.replace("/", ".").split(".")[-1]
+
+
+def _label(arm: str, grid: dict[str, str]) -> str:
+    """A row's name: the arm's, then the other swept keys' values (``gpt2+norm=post lr=0.001``)."""
+    return " ".join([arm] * bool(arm) + [f"{_short(k)}={v}" for k, v in grid.items()]) or "run"
+
+
+def _quote(text: str) -> str:
+    """``text`` as a quoted Hydra string, so that a job receives it as written."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _mapping(values: dict[str, str]) -> str:
+    """``{model/norm: 'post'}``: a dict override whose values stay strings."""
+    return "{" + ",".join(f"{k}:{_quote(v)}" for k, v in values.items()) + "}"
+
+
+def _arm_overrides(arm: Arm) -> list[str]:
+    """The overrides that hand a job its arm (``sweep.arm``, ``sweep.parent``, ``sweep.changes``, ``sweep.grid``)."""
+    parent = "null" if arm.parent is None else _quote(arm.parent)
+    return [f"sweep.arm={_quote(arm.name)}", f"sweep.parent={parent}", f"sweep.changes={_mapping(arm.changes)}",
+            f"sweep.grid={_mapping(arm.grid)}"]
 
 
 def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -103,6 +130,7 @@ class AblateSweeper(BasicSweeper):
         super().__init__(max_batch_size=max_batch_size, params=params)
         self.arms: dict[str, list[str]] = {k: list(v) for k, v in (arms or {}).items()}
         self.tune: dict[str, str] = {k: tune_values(v) for k, v in _flat(tune or {}).items()}
+        self.structure: dict[str, Arm] = {}  # every row's arm, by name, as job_overrides derived it
 
     def job_overrides(self, arguments: list[str]) -> list[list[str]]:
         """Every job's overrides: each arm (or none) crossed with the grid, plus its ``sweep.arm`` label."""
@@ -112,7 +140,11 @@ class AblateSweeper(BasicSweeper):
         given = {o.get_key_element() for o in parser.parse_overrides(list(arguments))}
         # a tuned key on the command line (optim.lr=8e-3,1.6e-2) replaces its grid and stays tuned
         base = self._parse_config() + [t for t, k in zip(tune, tuned) if k not in given] + list(arguments)
-        jobs = []
+        # each declared arm's overrides as written (key, value), from which its parent and changes follow
+        declared = {arm: [o.input_line.partition("=")[::2] for o in parser.parse_overrides(arm_overrides)]
+                    for arm, arm_overrides in self.arms.items()}
+        structure = derive_arms(declared)
+        jobs, self.structure = [], {}
         for arm, arm_overrides in (self.arms or {"": []}).items():
             overrides = parser.parse_overrides(base + arm_overrides)
             fixed = {o.get_key_element() for o in parser.parse_overrides(arm_overrides)}
@@ -122,11 +154,24 @@ class AblateSweeper(BasicSweeper):
             ]
             for job in self.split_arguments(overrides, None)[0]:
                 values = dict(item.split("=", 1) for item in job)
-                label = " ".join([arm] * bool(arm) + [f"{_short(k)}={values[k]}" for k in varying]) or "run"
+                grid = {k.lstrip("+~"): values[k] for k in varying}
+                own = structure.get(arm, Arm(arm))
+                row = Arm(_label(arm, grid), own.parent and _label(own.parent, grid), own.changes, grid)
+                self.structure[row.name] = row
                 point = "".join(f"{_short(k)}={values[k]}/" for k in tuned if k in values)
                 tune = [f"sweep.tune=[{','.join(tuned)}]", f"sweep.point='{point}'"] if tuned else []
-                jobs.append([*job, f"sweep.arm='{label}'", *tune])
+                jobs.append([*job, *_arm_overrides(row), *tune])
         return jobs
+
+    def check_baseline(self) -> None:
+        """A declared baseline must be one of the sweep's arms (the order of its words aside): one line naming
+        it and the arms, exit status 2, before anything is written."""
+        baseline = self.config.sweep.get("baseline")
+        if baseline and find_arm(baseline, self.structure) is None:
+            name = self.config.sweep.get("name")
+            print(f"error: sweep.baseline={baseline!r} is not an arm of {f'sweeps={name}' if name else 'this sweep'}; "
+                  f"choose one of: {', '.join(self.structure)}", file=sys.stderr)
+            sys.exit(2)
 
     def write_plan(self, sweep_dir: Path, arguments: list[str], jobs: list[list[str]]) -> None:
         """``sweep.json``: the commands, the baseline and every run the sweep will make (reports use it to
@@ -144,10 +189,12 @@ class AblateSweeper(BasicSweeper):
             earlier = json.loads((sweep_dir / PLAN).read_text())
         except (OSError, ValueError):
             earlier = {}
+        arms = {name: arm.record() for name, arm in self.structure.items()}
         if earlier.get("name") == self.config.sweep.get("name"):
             dirs = {job["dir"] for job in planned}
             planned = [job for job in earlier.get("jobs") or [] if job["dir"] not in dirs] + planned
             commands = [c for c in earlier.get("commands") or [earlier.get("command")] if c and c != command]
+            arms = {**(earlier.get("arms") or {}), **arms}
         else:
             commands = []
         plan = {
@@ -158,12 +205,14 @@ class AblateSweeper(BasicSweeper):
                      for k in (planned[-1].get("point") or {})} if planned else {},
             "command": command,
             "commands": [*commands, command],
+            "arms": arms,
             "jobs": planned,
         }
         atomic_write_json(sweep_dir / PLAN, plan)
 
     def sweep(self, arguments: list[str]) -> Any:
         jobs = self.job_overrides(arguments)
+        self.check_baseline()
         size = self.max_batch_size or len(jobs)
         self.overrides = [jobs[i : i + size] for i in range(0, len(jobs), size)]
         sweep_dir = Path(self.config.hydra.sweep.dir)
