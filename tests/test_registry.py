@@ -7,7 +7,7 @@ from torch import nn
 
 from ablate.config import check_overrides, conf_dir, preset_choices
 from ablate.errors import ConfigError
-from ablate.registry import SLOTS
+from ablate.registry import RECIPE_SLOTS, SLOTS
 from ablate.variants import describe
 
 SLOT_NAMES = ["positional", "norm", "activation", "attn_scale", "layernorm", "qkv", "mlp", "qk_norm", "init"]
@@ -109,3 +109,7 @@ def test_ablate_variants_lists_every_variant_and_each_presets_pick():
         for name in slot.names():
             assert f"  {name} " in text
     assert "post" in text and "[seed]" in text and "[modern]" in text and "[gpt2, modern]" in text
+    recipe = text[text.index("The training recipe"):]
+    for slot in RECIPE_SLOTS.values():
+        assert f"{slot.group}:" in recipe and all(f"  {name} " in recipe for name in slot.names())
+    assert [line.split()[0] for line in recipe.splitlines() if line.endswith("[default]")] == ["adamw", "cosine"]
