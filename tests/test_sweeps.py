@@ -120,6 +120,24 @@ def test_founding_is_the_resolution_v_half_fraction_of_the_five_axes_on_gpt2():
         assert all(pairs.count(p) == 4 for p in itertools.product((0, 1), repeat=2))
 
 
+def test_recipe_crosses_two_architectures_with_two_optimizers_and_two_schedules_each_at_its_own_lr():
+    import itertools
+
+    cfg = compose_with_hydra("sweeps=recipe")
+    arms = OmegaConf.to_container(cfg.hydra.sweeper.arms)
+    assert OmegaConf.to_container(cfg.hydra.sweeper.tune) == {"optim.lr": [1e-3, 2e-3, 4e-3, 8e-3]}
+    seen = set()
+    for name, overrides in arms.items():
+        run_cfg = compose_with_hydra("sweeps=recipe", *overrides, "optim.lr=4e-3")
+        combo = (run_cfg.model.preset, run_cfg.optim.optimizer.name, run_cfg.optim.schedule.name)
+        expected = "+".join([combo[0], *(f"{k}={v}" for k, v, default in
+                                         zip(("optimizer", "schedule"), combo[1:], ("adamw", "cosine")) if v != default)])
+        assert name == expected
+        assert run_cfg.optim.lr == 4e-3 and run_cfg.optim.min_lr == pytest.approx(4e-4)  # min_lr follows lr
+        seen.add(combo)
+    assert seen == set(itertools.product(("gpt2", "modern"), ("adamw", "muon"), ("cosine", "wsd")))
+
+
 def cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [str(BIN / "ablate-train"), *args], capture_output=True, text=True, timeout=900, cwd=cwd,
