@@ -86,6 +86,11 @@ def _shared_prefix(a: Sequence[Any], b: Sequence[Any]) -> int:
     return n
 
 
+def short_key(key: str) -> str:
+    """``model/norm`` -> ``norm``, ``optim.lr`` -> ``lr``: how labels and reports name a key."""
+    return key.replace("/", ".").split(".")[-1]
+
+
 def find_arm(requested: str | None, arms: Iterable[str]) -> str | None:
     """The arm named ``requested``, the order of its space-separated words aside
     (``lr=0.001 norm=pre`` names ``norm=pre lr=0.001``); None if there is none."""

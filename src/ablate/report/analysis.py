@@ -6,12 +6,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from ablate.contract import find_arm
 from ablate.report.arms import (
     ArmStats,
     Missing,
     arm_stats,
     base_arms,
-    find_arm,
     latest_runs,
     margin,
     missing_runs,
@@ -68,7 +68,7 @@ def tuning(sweep: Sweep, runs: Sequence[RunData]) -> tuple[list[TunedArm], list[
     arms = [tuned_arm(points[a], grid) for a in names]
     baseline = find_arm(sweep.baseline, names) or (names[0] if names else None)
     by_name = {a.arm: a for a in arms}
-    pairs = [(a, by_name[reference_arm(a.arm, names, baseline)]) for a in arms
-             if a.arm != baseline and reference_arm(a.arm, names, baseline) in by_name]
+    references = {a.arm: reference_arm(a.arm, names, baseline, sweep.arms) for a in arms}
+    pairs = [(a, by_name[references[a.arm]]) for a in arms if a.arm != baseline and references[a.arm] in by_name]
     pairs = [(a, ref) for a, ref in pairs if a.fit is not None and ref.fit is not None]
     return arms, [compare_tuned(a, ref, margin(sweep), len(pairs)) for a, ref in pairs]

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 from scipy import stats
 
-from ablate.contract import FINISHED
+from ablate.contract import FINISHED, Arm, find_arm, short_key
 from ablate.report.compare import MARGIN, Comparison, adjust, compare
 from ablate.report.records import RunData, Sweep
 
@@ -42,18 +41,56 @@ def spread(values: Sequence[float]) -> Spread:
     return Spread(n, mean, std, (float(low), float(high)))
 
 
-def reference_arm(arm: str, arms: Sequence[str], baseline: str | None) -> str | None:
-    """``<parent>+<change>`` is compared with ``<parent>`` when that is an arm; anything else with the
-    baseline; the baseline with nothing. Extra swept keys after a space (``gpt2+norm=post lr=0.001``)
-    stay on the parent's side (``gpt2 lr=0.001``)."""
+def reference_arm(arm: str, arms: Sequence[str], baseline: str | None,
+                  structure: Mapping[str, Arm] | None = None) -> str | None:
+    """An arm is compared with its parent (``structure[arm].parent``, as the sweeper derived it: ``gpt2`` for
+    ``gpt2+norm=post``) when that is an arm here; anything else with the baseline; the baseline with nothing."""
     if arm == baseline:
         return None
+    known = (structure or {}).get(arm)
+    parent = known.parent if known is not None else _legacy_parent(arm, arms)
+    return parent if parent in arms else baseline
+
+
+def _legacy_parent(arm: str, arms: Sequence[str]) -> str | None:
+    """The parent of an arm whose record predates structured arms (``arm`` a string in summary.json, or a wandb
+    run's ``sweep.arm`` alone): only its name says it, so it is read from the name, as reports always did.
+    ``<parent>+<change>`` has the parent ``<parent>`` (the longest such prefix that is an arm); extra swept keys
+    after a space (``gpt2+norm=post lr=0.001``) stay on the parent's side (``gpt2 lr=0.001``)."""
     head, sep, tail = arm.partition(" ")
-    for plus in reversed([m.start() for m in re.finditer(r"\+", head)]):
-        parent = head[:plus] + sep + tail
-        if parent in arms:
-            return parent
-    return baseline
+    cuts = [i for i, char in enumerate(head) if char == "+"]
+    return next((head[:i] + sep + tail for i in reversed(cuts) if head[:i] + sep + tail in arms), None)
+
+
+@dataclass(frozen=True)
+class Change:
+    """What an arm changes in its parent, in words: ``norm`` to ``post`` in ``gpt2`` (row ``parent_row``)."""
+
+    parent: str
+    parent_row: str  # the row the parent is at: in a tuned sweep, at the same grid point
+    key: str  # ``norm``; several keys changed together: ``tie_embeddings lm_head_bias``
+    value: str  # ``post``
+    text: str  # ``norm=post``
+
+
+def change_of(sweep: Sweep, row: str) -> Change | None:
+    """What the arm of ``row`` changes in its parent; None for an arm that is no change of another."""
+    base, point = sweep.cells.get(row, (row, ""))
+    known = sweep.arms.get(base)
+    if known is not None:
+        if known.parent is None or not known.changes:
+            return None
+        parent, keys = known.parent, [short_key(k) for k in known.changes]
+        text = " ".join(f"{k}={v}" for k, v in zip(keys, known.changes.values()))
+        return Change(parent, " ".join(filter(None, [parent, point])), " ".join(keys),
+                      " ".join(known.changes.values()), text)
+    # a record from before arms were structured: only the name says what the arm changes (see _legacy_parent)
+    head, _, tail = row.partition(" ")
+    if "+" not in head:
+        return None
+    parent, change = head.rsplit("+", 1)
+    return Change(parent, " ".join(filter(None, [parent, tail])), change.partition("=")[0], change.rsplit("=", 1)[-1],
+                  change)
 
 
 def base_arms(sweep: Sweep) -> list[str]:
@@ -64,16 +101,10 @@ def base_arms(sweep: Sweep) -> list[str]:
 def reference_of(sweep: Sweep, arm: str, arms: Sequence[str], baseline: str | None) -> str | None:
     """The row ``arm`` is compared with; in a tuned sweep, its arm's reference at the same grid point."""
     if arm not in sweep.cells:
-        return reference_arm(arm, arms, baseline)
+        return reference_arm(arm, arms, baseline, sweep.arms)
     base, point = sweep.cells[arm]
-    ref = reference_arm(base, base_arms(sweep), baseline)
+    ref = reference_arm(base, base_arms(sweep), baseline, sweep.arms)
     return None if ref is None else " ".join(filter(None, [ref, point]))
-
-
-def find_arm(requested: str | None, arms: Sequence[str]) -> str | None:
-    """The arm named ``requested``, the order of its ``key=value`` words aside; None if there is none."""
-    words = sorted((requested or "").split())
-    return next((arm for arm in arms if arm == requested or sorted(arm.split()) == words), None)
 
 
 def resolve_baseline(requested: str | None, arms: Sequence[str]) -> str | None:

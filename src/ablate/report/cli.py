@@ -9,9 +9,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ablate.atomic import atomic_write_text
+from ablate.contract import find_arm
 from ablate.errors import AblateError, ArgumentParser, ConfigError
 from ablate.report.analysis import Report
-from ablate.report.arms import base_arms, find_arm
+from ablate.report.arms import base_arms
 from ablate.report.compare import CORRECTIONS, MARGIN
 from ablate.report.plots import plot_curves, plot_deltas, plot_diagnostics
 from ablate.report.readme import render_readme

@@ -13,16 +13,23 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from ablate.contract import short_key
 from ablate.report.compare import MARGIN, Comparison, adjust
 from ablate.report.power import ALPHA
 from ablate.report.records import RunData
 
-_PAIR = re.compile(r"([A-Za-z_][\w.]*)=(\S+)")
+
+def grid_levels(run: RunData) -> dict[str, str]:
+    """The run's values of the swept keys beyond its arm (``{"norm": "pre", "lr": "0.001"}``), by short name."""
+    if run.structure is not None:
+        return {short_key(k): v for k, v in run.structure.grid.items()}
+    return _legacy_levels(run.arm)
 
 
-def label_levels(arm: str) -> dict[str, str]:
-    """``norm=pre lr=0.001`` -> {"norm": "pre", "lr": "0.001"}; {} for labels of another form."""
-    matches = [_PAIR.fullmatch(word) for word in arm.split()]
+def _legacy_levels(arm: str) -> dict[str, str]:
+    """A record from before arms were structured holds its grid values only in its arm's name:
+    ``norm=pre lr=0.001`` -> {"norm": "pre", "lr": "0.001"}; {} for names of another form."""
+    matches = [re.fullmatch(r"([A-Za-z_][\w.]*)=(\S+)", word) for word in arm.split()]
     return dict(m.groups() for m in matches) if matches and all(matches) else {}
 
 
@@ -52,7 +59,7 @@ def factorial_design(runs: Sequence[RunData]) -> Design | None:
     """The design over every key (slot choices, architecture flags and ``key=value`` arm labels) that varies
     across runs; None when fewer than two vary. Flags count, so that runs differing only in, say, ``bias``
     are never pooled into one cell."""
-    labels = [label_levels(r.arm) for r in runs]
+    labels = [grid_levels(r) for r in runs]
     # the labels' order first, their values win
     levels = [{**lb, **r.choices, **{k: str(v) for k, v in r.flags.items()}, **lb} for r, lb in zip(runs, labels)]
     if not levels:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ablate.contract import find_arm
 from ablate.report.analysis import Report
-from ablate.report.arms import Missing, base_arms, find_arm, margin
+from ablate.report.arms import Missing, base_arms, margin
 from ablate.report.factorial import _margin, interactions, main_effects
 from ablate.report.power import ALPHA
 from ablate.report.text import _ci, _loss, _p, _signed, _table, _verdict, arms_table, findings, plain_words

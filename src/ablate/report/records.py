@@ -1,18 +1,16 @@
 """Run records as the report reads them: one :class:`RunData` per run, from the local record every run writes
-(``summary.json``, ``metrics.csv``; see :mod:`ablate.records`) or from wandb, gathered into a :class:`Sweep`."""
+(``summary.json``, ``metrics.csv``, read through :mod:`ablate.contract`) or from wandb, gathered into a
+:class:`Sweep`."""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ablate.contract import METRICS, PLAN, SUMMARY
+from ablate.contract import METRICS, PLAN, SUMMARY, Arm, Rows, arm_of, by_metric, metric_fields, parse_metrics
 from ablate.errors import ConfigError, DataError
 
 MULTIRUN = "multirun.yaml"  # Hydra's copy of the sweep's config
@@ -40,6 +38,7 @@ class RunData:
     error: str | None = None
     tune: dict[str, float] = field(default_factory=dict)  # the tuned keys' values: {"optim.lr": 0.001}
     base_arm: str = ""  # the arm without its grid point (``arm`` adds it in a tuned sweep)
+    structure: Arm | None = None  # the arm as the sweeper derived it; None in records from before it did
     margin: float | None = None  # the sweep's practical margin (nats)
     steps: int | None = None
     val_loss_best: float | None = None
@@ -63,6 +62,7 @@ class Sweep:
     source: str = ""  # the ablate-report command that regenerates the report
     tune: dict[str, list[float]] = field(default_factory=dict)  # the tuned keys and their grids
     cells: dict[str, tuple[str, str]] = field(default_factory=dict)  # tuned sweep: cell -> (arm, grid point)
+    arms: dict[str, Arm] = field(default_factory=dict)  # each arm's structure (parent, changes), where recorded
     margin: float | None = None  # the practical margin the sweep declared (None: MARGIN)
     correction: str = "holm"  # holm | bh
     preface: str = ""  # the study's own words, placed before the findings (ablate-report --preface FILE)
@@ -83,29 +83,19 @@ def cell(arm: str, tune: dict[str, Any]) -> str:
 def _arm_name(arm: str | None, name: str | None, seed: Any) -> str:
     """A run outside a sweep has no arm: its name without the seed suffix stands in."""
     if arm:
-        return str(arm)
-    return re.sub(rf"-s{seed}$", "", name) if name else "run"
-
-
-def parse_metrics_csv(text: str) -> dict[str, dict[int, float]]:
-    """``metrics.csv`` (a ``step`` column, sparse rows) as {metric: {step: value}}."""
-    metrics: dict[str, dict[int, float]] = {}
-    for row in csv.DictReader(io.StringIO(text)):
-        step = int(row.pop("step"))
-        for key, value in row.items():
-            if value:
-                metrics.setdefault(key, {})[step] = float(value)
-    return metrics
+        return arm
+    return name.removesuffix(f"-s{seed}") if name else "run"
 
 
 def run_from_files(summary: dict[str, Any], metrics_csv: str) -> RunData:
     """A run from its local record: the fields of ``summary.json`` and the rows of ``metrics.csv``."""
-    known = {f.name for f in fields(RunData)} - {"arm", "status", "metrics"}
+    known = {f.name for f in fields(RunData)} - {"arm", "status", "metrics", "structure"}
     values = {k: summary[k] for k in known if summary.get(k) is not None}
-    base = _arm_name(summary.get("arm"), summary.get("name"), summary.get("seed"))
+    name, structure = arm_of(summary.get("arm"))
+    base = _arm_name(name, summary.get("name"), summary.get("seed"))
     values["base_arm"] = base
     return RunData(arm=cell(base, summary.get("tune") or {}), status=summary.get("status") or "running",
-                   metrics=parse_metrics_csv(metrics_csv), **values)
+                   structure=structure, metrics=by_metric(parse_metrics(metrics_csv)), **values)
 
 
 def _number(value: Any) -> float | None:
@@ -117,31 +107,17 @@ def _number(value: Any) -> float | None:
         return None
 
 
-def metrics_from_history(history: Iterable[dict[str, Any]]) -> dict[str, dict[int, float]]:
-    """wandb history rows as {metric: {step: value}}, keyed by Lightning's step like ``metrics.csv``."""
-    metrics: dict[str, dict[int, float]] = {}
+def rows_from_history(history: Iterable[dict[str, Any]]) -> Rows:
+    """wandb history rows as step -> {metric: value}, keyed by Lightning's step like ``metrics.csv``."""
+    rows: Rows = {}
     for row in history:
         step = row.get("trainer/global_step", row.get("_step"))
         for key, value in row.items():
             number = _number(value)
             if step is None or number is None or key.startswith("_") or key in ("trainer/global_step", "epoch", "step"):
                 continue
-            metrics.setdefault(key, {})[int(step)] = number
-    return metrics
-
-
-def record_fields(metrics: dict[str, dict[int, float]]) -> dict[str, Any]:
-    """The summary fields that ablate.records derives from the logged metrics, derived the same way."""
-    val, final, train = (metrics.get(k, {}) for k in ("val/loss", "final/loss", "train/loss"))
-    time, lengths = metrics.get("train/time", {}), metrics.get("train/lengths", {})
-    timed = [s for s, t in time.items() if t and s in lengths]
-    return {
-        "val_loss_best": min(val.values()) if val else None,
-        "val_loss_last": val[max(val)] if val else None,
-        "val_loss_final": final[max(final)] if final else None,
-        "steps": max(train) + 1 if train else None,
-        "tokens_per_sec": round(lengths[max(timed)] / time[max(timed)], 1) if timed else None,
-    }
+            rows.setdefault(int(step), {})[key] = number
+    return rows
 
 
 def run_from_wandb(
@@ -149,13 +125,16 @@ def run_from_wandb(
 ) -> RunData:
     """A run from what wandb keeps: its config (flat slot keys plus the resolved config), its summary
     (which holds ``status``) and its history rows. Pure, so it is tested on an offline run."""
-    metrics = metrics_from_history(history)
+    rows = rows_from_history(history)
     model, sweep = config.get("model") or {}, config.get("sweep") or {}
     tune = {key: _select(config, key) for key in sweep.get("tune") or []}
+    # runs from before the sweeper handed runs their arm's structure have sweep.arm alone
+    structure = Arm.from_record({**sweep, "name": sweep["arm"]}) if sweep.get("arm") and "changes" in sweep else None
     base = _arm_name(config.get("arm") or sweep.get("arm"), name, config.get("seed"))
     return RunData(
         arm=cell(base, tune),
         base_arm=base,
+        structure=structure,
         tune=tune,
         margin=sweep.get("margin"),
         seed=config.get("seed"),
@@ -171,8 +150,8 @@ def run_from_wandb(
         command=config.get("command"),
         error=summary.get("error"),
         wall_time_s=_number(summary.get("_runtime")),
-        metrics=metrics,
-        **record_fields(metrics),
+        metrics=by_metric(rows),
+        **metric_fields(rows),
     )
 
 
@@ -241,9 +220,15 @@ def load_local(sweep_dir: str | Path) -> Sweep:
         command=full_command(command, _hydra_overrides(root)) if command else None,
         commands=[full_command(c, _hydra_overrides(root)) for c in plan.get("commands") or []],
         cells={**cells, **_cells(runs)},
+        arms={**{name: Arm.from_record(arm) for name, arm in (plan.get("arms") or {}).items()}, **_arms(runs)},
         tune=plan.get("tune") or _grid(runs),
         margin=plan.get("margin", next((r.margin for r in runs if r.margin is not None), None)),
     )
+
+
+def _arms(runs: Sequence[RunData]) -> dict[str, Arm]:
+    """The arms' structures as the runs recorded them, by arm (without its grid point)."""
+    return {r.base_arm: r.structure for r in runs if r.structure is not None}
 
 
 def _cells(runs: Sequence[RunData]) -> dict[str, tuple[str, str]]:
@@ -276,7 +261,8 @@ def load_wandb(path: str, group: str) -> Sweep:
         raise DataError(f"no runs in wandb project {path} with group {group!r}; the group is the sweep's name")
     baseline = next((r.baseline for r in runs if r.baseline), None)
     margin = next((r.margin for r in runs if r.margin is not None), None)
-    return Sweep(name=group, runs=runs, baseline=baseline, tune=_grid(runs), margin=margin, cells=_cells(runs))
+    return Sweep(name=group, runs=runs, baseline=baseline, tune=_grid(runs), margin=margin, cells=_cells(runs),
+                 arms=_arms(runs))
 
 
 def _state_status(state: str) -> str:

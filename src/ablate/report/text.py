@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ablate.report.analysis import Report
-from ablate.report.arms import ArmStats, Spread, margin, reference_of
+from ablate.report.arms import ArmStats, Spread, change_of, margin, reference_of
 from ablate.report.compare import Comparison
 from ablate.report.factorial import main_effects
 from ablate.report.power import ALPHA
@@ -77,49 +77,50 @@ def _comparison(a: ArmStats, baseline: str | None) -> str:
     return f"`{a.arm}`{versus} by {_signed(d.diff)} (95% CI {_ci(d.ci, _signed)}, adjusted p = {_p(d.p_adj)})"
 
 
-def swaps(arms: Sequence[ArmStats]) -> dict[str, tuple[ArmStats, ArmStats]]:
-    """Settings changed in both directions between two arms, keyed by setting: ``P+key=<Q's value>``
-    and ``Q+key=<P's value>``, each compared with its own parent (as ``seed_to_gpt2`` is built)."""
+def swaps(sweep: Sweep, arms: Sequence[ArmStats]) -> dict[str, tuple[ArmStats, ArmStats]]:
+    """Settings changed in both directions between two arms, keyed by setting: P with Q's value and Q with P's,
+    each compared with its own parent (as ``seed_to_gpt2`` is built)."""
     by_key: dict[str, list[ArmStats]] = {}
     for a in arms:
-        head = a.arm.split(" ")[0]
-        if a.delta is None or "+" not in head or not a.delta.tested:
+        change = change_of(sweep, a.arm)
+        if a.delta is None or change is None or not a.delta.tested:
             continue
-        parent, change = head.rsplit("+", 1)
-        if a.delta.reference.split(" ")[0] == parent:
-            by_key.setdefault(change.partition("=")[0], []).append(a)
+        if a.delta.reference == change.parent_row:
+            by_key.setdefault(change.key, []).append(a)
     return {k: (v[0], v[1]) for k, v in by_key.items() if len(v) == 2 and v[0].delta.reference != v[1].delta.reference}
 
 
-def _change(a: ArmStats) -> str:
-    parent, change = a.arm.split(" ")[0].rsplit("+", 1)
-    return (f"in `{parent}`, `{change}` changes the loss by {_signed(a.delta.diff)} "
+def _change(sweep: Sweep, a: ArmStats) -> str:
+    change = change_of(sweep, a.arm)
+    return (f"in `{change.parent}`, `{change.text}` changes the loss by {_signed(a.delta.diff)} "
             f"({_verdict(a.delta)}, adjusted p = {_p(a.delta.p_adj)})")
 
 
 def plain_words(report: Report) -> str:
     """One line per setting changed in both directions: does it matter, which value wins, by how much."""
     lines = []
-    pairs = sorted(swaps(report.arms).items(), key=lambda kv: -max(abs(a.delta.diff) for a in kv[1]))
+    sweep = report.sweep
+    pairs = sorted(swaps(sweep, report.arms).items(), key=lambda kv: -max(abs(a.delta.diff) for a in kv[1]))
     for key, (a, b) in pairs:
         sig_a, sig_b = a.delta.verdict in ("better", "worse"), b.delta.verdict in ("better", "worse")
         if sig_a and sig_b and (a.delta.diff > 0) != (b.delta.diff > 0):
             worse = a if a.delta.diff > 0 else b  # the arm that took on the worse value
-            value = worse.arm.split(" ")[0].rsplit("=", 1)[1]
+            value = change_of(sweep, worse.arm).value
             lines.append(f"- **`{key}` matters**: `{value}` is worse whichever model it goes into: "
-                         f"{_change(a)}; {_change(b)}.")
+                         f"{_change(sweep, a)}; {_change(sweep, b)}.")
         elif sig_a and sig_b:
             lines.append(f"- **`{key}` matters, but which value is better depends on the rest of the model**: "
-                         f"{_change(a)}; {_change(b)}.")
+                         f"{_change(sweep, a)}; {_change(sweep, b)}.")
         elif sig_a or sig_b:
             hit, other = (a, b) if sig_a else (b, a)
-            lines.append(f"- **`{key}` matters in one direction only**: {_change(hit)}; but {_change(other)}.")
+            lines.append(f"- **`{key}` matters in one direction only**: {_change(sweep, hit)}; "
+                         f"but {_change(sweep, other)}.")
         elif a.delta.verdict == b.delta.verdict == "equivalent":
-            lines.append(f"- **`{key}` makes no difference beyond the margin**, either way: {_change(a)}; "
-                         f"{_change(b)}.")
+            lines.append(f"- **`{key}` makes no difference beyond the margin**, either way: {_change(sweep, a)}; "
+                         f"{_change(sweep, b)}.")
         else:
             lines.append(f"- **`{key}` is not decided**: neither direction is shown different, nor both equivalent: "
-                         f"{_change(a)}; {_change(b)}.")
+                         f"{_change(sweep, a)}; {_change(sweep, b)}.")
     if not lines:
         return ""
     by_name = {a.arm: a for a in report.arms}
@@ -127,7 +128,7 @@ def plain_words(report: Report) -> str:
         f"`{a.arm}` ends at {_loss(a.final.mean)} and `{a.delta.reference}` at "
         f"{_loss(by_name[a.delta.reference].final.mean)}: {_signed(a.delta.diff)} (95% CI {_ci(a.delta.ci, _signed)}, "
         f"{_verdict(a.delta)}, adjusted p = {_p(a.delta.p_adj)}, {a.final.n} seeds each)."
-        for a in report.arms if "+" not in a.arm and a.delta is not None and a.delta.tested
+        for a in report.arms if change_of(sweep, a.arm) is None and a.delta is not None and a.delta.tested
     ]
     return " ".join([*heads, "Setting by setting, each changed in both directions (final validation loss over the "
                      f"whole split, lower is better; {rule(report)}):"]) + "\n\n" + "\n".join(lines)

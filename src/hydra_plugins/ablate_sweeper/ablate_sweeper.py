@@ -52,7 +52,7 @@ from omegaconf import OmegaConf
 
 from ablate.atomic import atomic_write_json
 from ablate.config import tune_values
-from ablate.contract import PLAN, SUMMARY, Arm, derive_arms, find_arm
+from ablate.contract import PLAN, SUMMARY, Arm, derive_arms, find_arm, short_key
 
 log = logging.getLogger(__name__)
 
@@ -72,14 +72,9 @@ class AblateSweeperConf:
 ConfigStore.instance().store(group="hydra/sweeper", name="ablate", node=AblateSweeperConf, provider="ablate")
 
 
-def _short(key: str) -> str:
-    """``model/norm`` -> ``norm``, ``optim.lr`` -> ``lr``: labels stay short."""
-    return key.replace("/", ".").split(".")[-1]
-
-
 def _label(arm: str, grid: dict[str, str]) -> str:
     """A row's name: the arm's, then the other swept keys' values (``gpt2+norm=post lr=0.001``)."""
-    return " ".join([arm] * bool(arm) + [f"{_short(k)}={v}" for k, v in grid.items()]) or "run"
+    return " ".join([arm] * bool(arm) + [f"{short_key(k)}={v}" for k, v in grid.items()]) or "run"
 
 
 def _quote(text: str) -> str:
@@ -97,6 +92,13 @@ def _arm_overrides(arm: Arm) -> list[str]:
     parent = "null" if arm.parent is None else _quote(arm.parent)
     return [f"sweep.arm={_quote(arm.name)}", f"sweep.parent={parent}", f"sweep.changes={_mapping(arm.changes)}",
             f"sweep.grid={_mapping(arm.grid)}"]
+
+
+def arm_structure(arms: dict[str, list[str]]) -> dict[str, Arm]:
+    """Each declared arm's parent and changes (:func:`ablate.contract.derive_arms`), from its overrides as written."""
+    parse = OverridesParser.create().parse_overrides
+    return derive_arms({arm: [(o.key_or_group, o.input_line.partition("=")[2]) for o in parse(list(overrides))]
+                        for arm, overrides in arms.items()})
 
 
 def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -140,10 +142,7 @@ class AblateSweeper(BasicSweeper):
         given = {o.get_key_element() for o in parser.parse_overrides(list(arguments))}
         # a tuned key on the command line (optim.lr=8e-3,1.6e-2) replaces its grid and stays tuned
         base = self._parse_config() + [t for t, k in zip(tune, tuned) if k not in given] + list(arguments)
-        # each declared arm's overrides as written (key, value), from which its parent and changes follow
-        declared = {arm: [o.input_line.partition("=")[::2] for o in parser.parse_overrides(arm_overrides)]
-                    for arm, arm_overrides in self.arms.items()}
-        structure = derive_arms(declared)
+        structure = arm_structure(self.arms)
         jobs, self.structure = [], {}
         for arm, arm_overrides in (self.arms or {"": []}).items():
             overrides = parser.parse_overrides(base + arm_overrides)
@@ -158,7 +157,7 @@ class AblateSweeper(BasicSweeper):
                 own = structure.get(arm, Arm(arm))
                 row = Arm(_label(arm, grid), own.parent and _label(own.parent, grid), own.changes, grid)
                 self.structure[row.name] = row
-                point = "".join(f"{_short(k)}={values[k]}/" for k in tuned if k in values)
+                point = "".join(f"{short_key(k)}={values[k]}/" for k in tuned if k in values)
                 tune = [f"sweep.tune=[{','.join(tuned)}]", f"sweep.point='{point}'"] if tuned else []
                 jobs.append([*job, *_arm_overrides(row), *tune])
         return jobs
