@@ -136,9 +136,38 @@ def check_overrides(args: list[str]) -> None:
                 raise ConfigError(f"{where}{(str(e).strip().splitlines() or [''])[0]}") from None
             try:
                 _check_parsed(parsed_run, loader)
+                _check_values(parsed_run)
             except ConfigError as e:
                 raise ConfigError(f"{where}{e}") from None
     GlobalHydra.instance().clear()
+
+
+def _check_values(parsed: list[Any]) -> None:
+    """Compose the runs these overrides describe (each value of a swept key in turn, the others at their first)
+    and check their settings against the schema (``ablate.schema``): a wrong type or an impossible value stops
+    here, in one line, before Hydra writes anything. Warnings are printed once."""
+    from ablate.schema import check_config
+
+    lines, swept = [], []
+    for override in parsed:
+        if override.key_or_group.startswith("hydra"):
+            continue
+        if override.is_sweep_override():
+            values = list(override.sweep_string_iterator())
+            swept.append((len(lines), override.get_key_element(), values[1:]))
+            lines.append(f"{override.get_key_element()}={values[0]}")
+        else:
+            lines.append(override.input_line)
+    runs = [lines, *([*lines[:i], f"{key}={v}", *lines[i + 1:]] for i, key, values in swept for v in values)]
+    warnings: list[str] = []
+    for run in runs:
+        try:
+            cfg = compose(config_name="config", overrides=run)
+        except Exception:
+            continue  # a composition error: Hydra's own message names it
+        warnings += [w for w in check_config(cfg) if w not in warnings]
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 # Hydra's flags that take a value as the next argument (``--cfg job``); ``--info``'s is optional

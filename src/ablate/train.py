@@ -26,6 +26,8 @@ from ablate.atomic import atomic_write_json
 from ablate.config import check_overrides, conf_dir, import_user_modules, run_name
 from ablate.contract import FINISHED, METRICS, SAMPLES, SUMMARY, Arm, Summary, read_summary
 from ablate.errors import AblateError, ConfigError
+from ablate.schema import check_config
+from ablate.stopping import stop_on_signals
 
 
 def wandb_mode(mode: str) -> str:
@@ -163,6 +165,7 @@ def _prepare(cfg: DictConfig, output_dir: Path) -> None:
     import torch
 
     import_user_modules()
+    check_config(cfg)
     _quiet_lightning()
     _check_writable(output_dir)
     threads = cfg.get("threads") or _threads_per_parallel_job()
@@ -212,6 +215,7 @@ def _build(cfg: DictConfig, output_dir: Path, previous: dict[str, Any]) -> _Buil
     from ablate.checkpoints import LAST, check_compatible, load_checkpoint
     from ablate.data import make_datamodule
     from ablate.lit import LitGPT
+    from ablate.memory import check_step_fits
 
     try:
         datamodule = make_datamodule(OmegaConf.to_container(cfg.data, resolve=True), seed=cfg.seed)
@@ -229,6 +233,7 @@ def _build(cfg: DictConfig, output_dir: Path, previous: dict[str, Any]) -> _Buil
                 f"data.block_size={datamodule.block_size} exceeds the learned positional table ({max_len} positions, "
                 f"model.block_size); make them equal or pick model/positional=sinusoidal"
             )
+        check_step_fits(gpt, cfg.trainer, datamodule.batch_size, datamodule.block_size)
         ckpt_path = output_dir / "checkpoints" / LAST
         resume_from = ckpt_path if previous and ckpt_path.is_file() else None
         if resume_from:
@@ -309,14 +314,21 @@ def _train(
         default_root_dir=str(output_dir),
     )
     status, error = "failed", None
+
+    def forced(reason: str) -> None:  # a second SIGTERM or Ctrl-C: the record says so before the process ends
+        record.close("interrupted", f"{reason} at step {trainer.global_step}; relaunch to resume from the last "
+                     f"checkpoint", steps=trainer.global_step)
+
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=built.resume_from, weights_only=True)
+        with stop_on_signals(forced):
+            trainer.fit(module, datamodule=datamodule, ckpt_path=built.resume_from, weights_only=True)
         if module.diverged:
             status, error = "diverged", module.diverged
         elif trainer.global_step < cfg.trainer.max_steps:
             status, error = "interrupted", f"stopped at step {trainer.global_step} of {cfg.trainer.max_steps}"
         else:
-            trainer.validate(module, dataloaders=datamodule.full_val_dataloader(), verbose=False)
+            with stop_on_signals(forced):
+                trainer.validate(module, dataloaders=datamodule.full_val_dataloader(), verbose=False)
             status = "completed"
     except BaseException as e:
         if checkpoint.interrupted:
