@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY
 from lightning.pytorch.callbacks import Callback
 
 from ablate.checkpoints import load_checkpoint
@@ -212,3 +213,20 @@ def test_model_compile_matches_eager(compose_cfg, tmp_path, preset):
     loss_b.backward()
     for (name, p), q in zip(compiled.model.named_parameters(), eager.model.parameters()):
         torch.testing.assert_close(p.grad, q.grad, atol=1e-4, rtol=1e-3, msg=name)
+
+
+@pytest.mark.slow
+def test_a_compiled_run_compiles_one_graph_for_training_and_one_for_evaluation(compose_cfg, tmp_path):
+    """Sampling (a new context length each token), the attention diagnostics (hooks), the memory probe, the final
+    evaluation's shorter last batch and its inference mode each used to compile graphs of their own (8 in all
+    here): they run eagerly or reuse the evaluation graph now."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    summary = run(compose_cfg(*TINY, "model.compile=true", "trainer.max_steps=20", "trainer.val_check_interval=10",
+                              "data.eval_batches=2", "sample.max_new_tokens=20", "logger.mode=disabled",
+                              "trainer.enable_progress_bar=false", "data.val_fraction=0.01"), tmp_path)
+    assert summary["status"] == "completed" and summary["steps"] == 20
+    assert counters["stats"]["unique_graphs"] == 2
+    assert (tmp_path / "samples.txt").read_text().count("===== step") == 2  # it sampled at both evaluations

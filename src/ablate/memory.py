@@ -48,7 +48,7 @@ def activations_per_token(model: nn.Module, length: int = 8) -> int:
     device = next(model.parameters()).device
     try:
         with torch.no_grad():
-            model(torch.zeros(1, length, dtype=torch.long, device=device))
+            model.forward(torch.zeros(1, length, dtype=torch.long, device=device))  # eager: no compile for a probe
     finally:
         for h in handles:
             h.remove()

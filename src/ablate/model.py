@@ -174,7 +174,7 @@ class GPT(nn.Module):
             for block in self.transformer.h
         ]
         try:
-            self(idx)
+            self.forward(idx)  # eager even when compiled: hooks and a diagnostic's shapes would each recompile
         finally:
             for hook in hooks:
                 hook.remove()
@@ -204,7 +204,8 @@ class GPT(nn.Module):
         """Sample ``max_new_tokens`` tokens after the prompt ``idx`` (B, T); the context is cropped to block_size."""
         for _ in range(max_new_tokens):
             context = idx[:, -self.config.block_size :]
-            logits, _ = self(context)
+            # eager even when compiled: every new context length would be a recompile, for one token each
+            logits, _ = self.forward(context)
             logits = logits[:, -1, :] / max(temperature, 1e-8)  # (B, vocab)
             if top_k is not None:
                 kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]

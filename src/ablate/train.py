@@ -312,6 +312,9 @@ def _train(
         plugins=[AtomicCheckpointIO()],
         enable_checkpointing=False,  # LastCheckpoint keeps checkpoints/last.ckpt
         default_root_dir=str(output_dir),
+        # a compiled model's final evaluation runs under no_grad, as evaluations during training do, and reuses
+        # their graph (inference mode would compile another); the numbers are the same either way
+        inference_mode=not module.hparams.model.get("compile"),
     )
     status, error = "failed", None
 
