@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY, compose_config
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import OmegaConf
+from test_reliability import RUN, PreemptAt, curves
 
 from ablate.checkpoints import load_checkpoint
 from ablate.config import check_overrides
@@ -19,8 +22,6 @@ from ablate.model import GPT, GPTConfig
 from ablate.recipe import build_optimizer, lr_at, lr_factor, muon_matrices, optimizer, schedule
 from ablate.registry import RECIPE_SLOTS, SLOTS
 from ablate.train import run
-from conftest import TINY, compose_config
-from test_reliability import RUN, PreemptAt, curves
 
 OPTIMIZERS = optimizer.names()
 SCHEDULES = schedule.names()
@@ -158,3 +159,13 @@ def test_stop_mid_schedule_and_resume_equals_an_uninterrupted_run_exactly(tmp_pa
     assert all(lr == pytest.approx(lr_at(step, optim), rel=1e-6) for step, lr in logged.items()), logged
     summary = json.loads((tmp_path / "split" / "summary.json").read_text())
     assert summary["status"] == "completed"
+
+
+def test_the_readmes_schedule_example_registers_and_computes_what_it_says():
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    block = next(b for b in readme.split("```python")[1:] if "@schedule.register" in b).split("```")[0]
+    if "inverse_sqrt" not in schedule.names():  # registering twice is an error by design
+        exec(block, {})
+    cfg = {**optim_cfg(), "schedule": {"name": "inverse_sqrt"}}  # 100 warm-up steps
+    assert lr_factor(49, cfg) == pytest.approx(50 / 101)
+    assert lr_factor(100, cfg) == 1.0 and lr_factor(400, cfg) == pytest.approx(0.5)
