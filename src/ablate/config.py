@@ -153,7 +153,10 @@ def _check_values(parsed: list[Any]) -> None:
         if override.key_or_group.startswith("hydra"):
             continue
         if override.is_sweep_override():
-            values = list(override.sweep_string_iterator())
+            try:
+                values = list(override.sweep_string_iterator())
+            except Exception:
+                continue  # an interval a search sweeper draws from (interval(1e-4, 1e-2)): left at its default
             swept.append((len(lines), override.get_key_element(), values[1:]))
             lines.append(f"{override.get_key_element()}={values[0]}")
         else:
