@@ -14,6 +14,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from ablate.config import check_overrides, conf_dir, preset_choices, sweeps_dir
+from ablate.contract import Arm, find_arm
 from ablate.model import GPTConfig
 from ablate.registry import SLOTS
 
@@ -159,6 +160,26 @@ def test_a_bad_override_in_one_arm_is_one_line_before_anything_is_written(tmp_pa
     assert result.stderr.strip() == (
         "error: sweeps=gpt2_to_modern, arm 'gpt2': unknown key model.positional.base; model.positional has: name")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_baseline_that_is_no_arm_is_one_line_before_anything_is_written(tmp_path):
+    result = cli("sweeps=gpt2_to_modern", "sweep.baseline=gtp2", f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    arms = ", ".join(compose_with_hydra("sweeps=gpt2_to_modern").hydra.sweeper.arms)
+    assert result.stderr.strip() == f"error: sweep.baseline='gtp2' is not an arm of sweeps=gpt2_to_modern; choose one of: {arms}"
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n in NAMED if n != "search_lr"])
+def test_each_named_sweep_declares_a_baseline_among_its_arms(tmp_path, name):
+    """The arms a sweep launches (grid sweeps: labels with Hydra's own spelling of the values, lr=0.0003) as the
+    refusal lists them; the baseline the sweep file declares is one of them."""
+    result = cli(f"sweeps={name}", "sweep.baseline=no-such-arm", f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    arms = result.stderr.strip().split("; choose one of: ")[1].split(", ")
+    declared = compose_with_hydra(f"sweeps={name}").sweep.baseline
+    assert find_arm(declared, arms) is not None, (declared, arms[:5])
 
 
 FAULTY = '''
@@ -344,7 +365,8 @@ def test_a_tuned_grid_crosses_the_arms_and_extends_by_relaunching(tmp_path):
     first = cli(*base, "++hydra.sweeper.tune={optim:{lr:[0.001]}}", cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]
     summary = json.loads((sweep / "norm=post" / "lr=0.001" / "seed=1" / "summary.json").read_text())
-    assert summary["arm"] == "norm=post" and summary["tune"] == {"optim.lr": 0.001} and summary["margin"] == 0.02
+    assert summary["arm"] == {"name": "norm=post", "parent": None, "changes": {}, "grid": {"model/norm": "post"}}
+    assert summary["tune"] == {"optim.lr": 0.001} and summary["margin"] == 0.02
     assert summary["name"] == "norm=post-lr=0.001-s1" and summary["status"] == "completed"
 
     again = cli(*base, "++hydra.sweeper.tune={optim:{lr:[0.001]}}", "optim.lr=0.001,0.002", cwd=tmp_path)
@@ -352,8 +374,24 @@ def test_a_tuned_grid_crosses_the_arms_and_extends_by_relaunching(tmp_path):
     assert (again.stdout + again.stderr).count("already completed, skipping") == 2
     for arm in ("norm=pre", "norm=post"):
         added = json.loads((sweep / arm / "lr=0.002" / "seed=1" / "summary.json").read_text())
-        assert added["status"] == "completed" and added["tune"] == {"optim.lr": 0.002} and added["arm"] == arm
+        assert added["status"] == "completed" and added["tune"] == {"optim.lr": 0.002} and added["arm"]["name"] == arm
     plan = json.loads((sweep / "sweep.json").read_text())
     assert plan["tune"] == {"optim.lr": [0.001, 0.002]} and len(plan["jobs"]) == 4 and len(plan["commands"]) == 2
     assert sorted((j["arm"], j["point"]["optim.lr"]) for j in plan["jobs"]) == [
         ("norm=post", 0.001), ("norm=post", 0.002), ("norm=pre", 0.001), ("norm=pre", 0.002)]
+
+
+
+def test_a_job_receives_its_arm_as_structure_and_its_record_holds_it():
+    """The overrides the sweeper hands a job compose (under Hydra's struct flag) into ``sweep``, and the run's
+    record states the arm exactly as the sweeper derived it, whatever its name says."""
+    from ablate.train import sweep_labels
+    from hydra_plugins.ablate_sweeper.ablate_sweeper import _arm_overrides, arm_structure
+
+    structure = arm_structure({"base": ["model/norm=pre"], "post": ["model/norm=post"],
+                               "post_relu": ["model/norm=post", "model/activation=relu", "model.bias=false"]})
+    arm = structure["post_relu"]
+    assert arm == Arm("post_relu", "post", {"model/activation": "relu", "model.bias": "false"})
+    row = Arm("post_relu lr=0.001", "post lr=0.001", arm.changes, {"optim.lr": "0.001", "data.path": "it's a\\b"})
+    cfg = compose_with_hydra(*_arm_overrides(row))
+    assert sweep_labels(cfg)["arm"] == row.record()

@@ -397,7 +397,10 @@ def _output_dirs(args: list[str]) -> list[Path]:
     return dirs
 
 
-def _check_writable(output_dir: Path) -> None:
+def _check_writable(output_dir: Path, keep: bool = True) -> None:
+    """Fail in one line if ``output_dir`` cannot be written; ``keep=False``: leave no folder this check created
+    (the command line is checked before anything is launched, and may still be refused)."""
+    created = [p for p in (output_dir, *output_dir.parents) if not p.exists()]
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
         probe = output_dir / ".write-test"
@@ -407,6 +410,9 @@ def _check_writable(output_dir: Path) -> None:
         raise ConfigError(
             f"output folder {output_dir} cannot be written ({e.strerror}); choose another with hydra.run.dir=..."
         ) from None
+    if not keep:
+        for folder in created:  # deepest first
+            folder.rmdir()
 
 
 def _resumed_config(run_dir: str) -> tuple[DictConfig, Path]:
@@ -460,7 +466,7 @@ def main() -> None:
         import_user_modules()
         check_overrides(sys.argv[1:])
         for output_dir in _output_dirs(sys.argv[1:]):
-            _check_writable(output_dir)
+            _check_writable(output_dir, keep=False)
     except AblateError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

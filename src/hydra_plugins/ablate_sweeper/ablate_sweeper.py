@@ -78,8 +78,15 @@ def _label(arm: str, grid: dict[str, str]) -> str:
 
 
 def _quote(text: str) -> str:
-    """``text`` as a quoted Hydra string, so that a job receives it as written."""
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    """``text`` as a quoted Hydra string, so that a job receives it as written: Hydra unescapes a backslash only
+    where backslashes precede a quote (the closing one included), so only those are doubled."""
+    out, run = [], 0  # run: the backslashes just written
+    for char in text:
+        if char == "'":
+            out.append("\\" * run + "\\")  # double the backslashes before a quote, then escape the quote
+        out.append(char)
+        run = run + 1 if char == "\\" else 0
+    return "'" + "".join(out) + "\\" * run + "'"
 
 
 def _mapping(values: dict[str, str]) -> str:
@@ -90,8 +97,9 @@ def _mapping(values: dict[str, str]) -> str:
 def _arm_overrides(arm: Arm) -> list[str]:
     """The overrides that hand a job its arm (``sweep.arm``, ``sweep.parent``, ``sweep.changes``, ``sweep.grid``)."""
     parent = "null" if arm.parent is None else _quote(arm.parent)
-    return [f"sweep.arm={_quote(arm.name)}", f"sweep.parent={parent}", f"sweep.changes={_mapping(arm.changes)}",
-            f"sweep.grid={_mapping(arm.grid)}"]
+    # ++: Hydra would merge a dict into the empty one under the struct flag, which refuses new keys
+    return [f"sweep.arm={_quote(arm.name)}", f"sweep.parent={parent}", f"++sweep.changes={_mapping(arm.changes)}",
+            f"++sweep.grid={_mapping(arm.grid)}"]
 
 
 def arm_structure(arms: dict[str, list[str]]) -> dict[str, Arm]:
