@@ -135,7 +135,7 @@ class RootSchema:
 
 
 GROUPS: dict[str, type] = {
-    "data": DataSchema, "optim": OptimSchema, "trainer": TrainerSchema, "logger": LoggerSchema,
+    "trainer": TrainerSchema, "data": DataSchema, "optim": OptimSchema, "logger": LoggerSchema,
     "sample": SampleSchema, "sweep": SweepSchema,
 }
 UNCHECKED = ("model",)  # checked where it is built (GPTConfig, the registry)
@@ -335,6 +335,7 @@ def check_ranges(cfg: dict[str, Any]) -> list[str]:
 def check_config(cfg: DictConfig | dict[str, Any]) -> list[str]:
     """Check a composed config's settings outside the model: raise ``ConfigError`` (one line) on a wrong type,
     an unknown key, a value out of range or an impossible relation; return warnings as lines."""
+    links = _interpolations(cfg) if isinstance(cfg, DictConfig) else {}
     if isinstance(cfg, DictConfig):
         try:
             cfg = OmegaConf.to_container(cfg, resolve=True)
@@ -342,6 +343,24 @@ def check_config(cfg: DictConfig | dict[str, Any]) -> list[str]:
             key = getattr(e, "full_key", None)
             reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise ConfigError(f"{key}: {reason}" if key else reason) from None
-    check_types(cfg)
-    return check_ranges(cfg)
+    try:
+        check_types(cfg)
+        return check_ranges(cfg)
+    except ConfigError as e:  # a value that comes from another setting names that setting too
+        key = next((k for k in links if str(e).startswith(f"{k}=")), None)
+        if key is None:
+            raise
+        raise ConfigError(f"{e} ({key} is {links[key]})") from None
+
+
+def _interpolations(node: DictConfig, prefix: str = "") -> dict[str, str]:
+    """Keys whose value is another setting's (``optim.decay_steps: ${trainer.max_steps}``), with that reference."""
+    found = {}
+    for key in node:
+        path = f"{prefix}{key}"
+        if OmegaConf.is_interpolation(node, key):
+            found[path] = OmegaConf.to_container(node, resolve=False)[key]
+        elif isinstance(node._get_node(key), DictConfig):
+            found.update(_interpolations(node[key], f"{path}."))
+    return found
 
