@@ -98,6 +98,7 @@ def test_a_setting_with_no_schema_entry_is_refused_naming_it():
         # relations
         ("optim.min_lr=0.01", "optim.min_lr=0.01 must not exceed optim.lr=0.001"),
         ("optim.decay_steps=0", "optim.decay_steps=0 must be a positive integer"),
+        ("model.block_size=0", "data.block_size=0 must be a positive integer (data.block_size is ${model.block_size})"),
     ],
 )
 def test_bad_settings_are_one_line_naming_the_key_and_the_value(override, message):
@@ -115,6 +116,8 @@ def test_a_warm_up_longer_than_the_run_is_said_not_refused():
 def test_each_value_of_a_sweep_is_checked_before_any_run():
     with pytest.raises(ConfigError, match=r"^optim\.lr=-0\.5 must be a positive number"):
         check_overrides(["-m", "optim.lr=1e-3,-0.5", "seed=1,2"])
+    with pytest.raises(ConfigError, match=r"^data\.val_fraction=1\.5 must be in \(0, 1\)$"):
+        check_overrides(["-m", "data.val_fraction=0.1,1.5"])
     with pytest.raises(ConfigError, match=r"^sweeps=search_lr: data\.batch_size=0 must be a positive integer"):
         check_overrides(["sweeps=search_lr", "data.batch_size=0"])
 

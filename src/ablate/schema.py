@@ -146,7 +146,7 @@ PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-t
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 LOGGER_MODES = ("auto", "online", "offline", "disabled")
 OUR_DATAMODULES = (None, "ablate.data.TextDataModule", "ablate.data.ShardDataModule")
-MAX_SEED = 2**32 - 1  # Lightning's seed_everything replaces a seed outside [0, 2**32 - 1] by a random one
+MAX_SEED = 2**32 - 1  # Lightning's seed_everything raises a ValueError (a traceback) outside [0, 2**32 - 1]
 
 
 def _describe(tp: Any) -> str:
