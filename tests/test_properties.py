@@ -99,9 +99,8 @@ RUN_BASE = [
 def test_random_settings_train_two_steps_or_fail_with_one_line_naming_a_drawn_key(drawn, tmp_path_factory):
     import time
 
-    from ablate.train import run
-
     from ablate.data import default_text_path
+    from ablate.train import run
 
     text = tmp_path_factory.getbasetemp() / "shakespeare-4k.txt"  # a short text: the final evaluation is instant
     if not text.exists():

@@ -1,9 +1,9 @@
 """The typed schema of every setting outside the model, and the checks of ranges and relations that types
 cannot express: what ``ablate-train`` refuses, in one line, before anything is written.
 
-Each group is a dataclass (``DataSchema``, ``OptimSchema``, ...); ``check_config`` merges each group of a composed config into its schema, so OmegaConf
-type-checks every value and refuses a key the schema does not know, then checks ranges and relations
-(``check_ranges``). The run keeps its config as composed: the schema adds no key, so a run's identity
+Each group is a dataclass (``DataSchema``, ``OptimSchema``, ...); ``check_config`` merges each group of a
+composed config into its schema, so OmegaConf type-checks every value and refuses a key the schema does not
+know, then checks ranges and relations (``check_ranges``). The run keeps its config as composed: the schema adds no key, so a run's identity
 (``ablate.train.run_identity``) is unchanged. The model's settings are checked where the model is built
 (``ablate.model.GPTConfig``), its slots by the registry.
 
@@ -13,9 +13,10 @@ A new setting is a YAML line and a field here; ``tests/test_schema.py`` fails on
 from __future__ import annotations
 
 import math
+import types
 import typing
 from dataclasses import dataclass, field, fields
-from typing import Any, Optional
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -31,16 +32,16 @@ from ablate.errors import ConfigError
 class DataSchema:
     """``conf/data/*.yaml``: one schema for every dataset config (a setting a file does not have stays absent)."""
 
-    _target_: Optional[str] = None
-    path: Optional[str] = None
-    val_path: Optional[str] = None
+    _target_: str | None = None
+    path: str | None = None
+    val_path: str | None = None
     tokenizer: str = "char"
     val_fraction: float = 0.1
     batch_size: int = 12
     block_size: int = 64
     eval_batches: int = 20
-    cache_dir: Optional[str] = None
-    threads: Optional[int] = None
+    cache_dir: str | None = None
+    threads: int | None = None
 
 
 @dataclass
@@ -56,7 +57,7 @@ class OptimSchema:
     weight_decay: float = 0.1
     betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
     eps: float = 1e-8
-    fused: Optional[bool] = None
+    fused: bool | None = None
     max_loss: float = 1000.0
     optimizer: Any = None
     schedule: Any = None
@@ -75,16 +76,16 @@ class TrainerSchema:
     precision: Any = "32-true"
     max_steps: int = 2000
     val_check_interval: int = 250
-    check_val_every_n_epoch: Optional[int] = None
+    check_val_every_n_epoch: int | None = None
     num_sanity_val_steps: int = 0
-    gradient_clip_val: Optional[float] = 1.0
-    gradient_clip_algorithm: Optional[str] = None
+    gradient_clip_val: float | None = 1.0
+    gradient_clip_algorithm: str | None = None
     accumulate_grad_batches: int = 1
     log_every_n_steps: int = 10
     enable_progress_bar: bool = True
     enable_model_summary: bool = False
     deterministic: Any = None
-    benchmark: Optional[bool] = None
+    benchmark: bool | None = None
     detect_anomaly: bool = False
 
 
@@ -94,10 +95,10 @@ class LoggerSchema:
 
     mode: str = "auto"
     project: str = "ablate"
-    entity: Optional[str] = None
-    group: Optional[str] = None
+    entity: str | None = None
+    group: str | None = None
     tags: list[str] = field(default_factory=list)
-    name: Optional[str] = None
+    name: str | None = None
 
 
 @dataclass
@@ -107,22 +108,22 @@ class SampleSchema:
     prompt: str = "\n"
     max_new_tokens: int = 200
     temperature: float = 0.8
-    top_k: Optional[int] = 40
+    top_k: int | None = 40
 
 
 @dataclass
 class SweepSchema:
     """``sweep`` in ``conf/config.yaml``: set by a sweep."""
 
-    name: Optional[str] = None
-    arm: Optional[str] = None
-    parent: Optional[str] = None
+    name: str | None = None
+    arm: str | None = None
+    parent: str | None = None
     changes: dict[str, Any] = field(default_factory=dict)
     grid: dict[str, Any] = field(default_factory=dict)
-    baseline: Optional[str] = None
+    baseline: str | None = None
     tune: list[str] = field(default_factory=list)
     point: str = ""
-    margin: Optional[float] = None
+    margin: float | None = None
 
 
 @dataclass
@@ -130,8 +131,8 @@ class RootSchema:
     """The root keys of ``conf/config.yaml``; ``model`` is checked by ``GPTConfig``, the groups by their schemas."""
 
     seed: int = 1337
-    threads: Optional[int] = None
-    resume: Optional[str] = None
+    threads: int | None = None
+    resume: str | None = None
 
 
 GROUPS: dict[str, type] = {
@@ -149,10 +150,15 @@ OUR_DATAMODULES = (None, "ablate.data.TextDataModule", "ablate.data.ShardDataMod
 MAX_SEED = 2**32 - 1  # Lightning's seed_everything raises a ValueError (a traceback) outside [0, 2**32 - 1]
 
 
+def _optional(tp: Any) -> bool:
+    """``X | None`` (or ``Optional[X]``)."""
+    return typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in typing.get_args(tp)
+
+
 def _describe(tp: Any) -> str:
     """A field's type in words: ``Optional[int]`` -> ``an integer or null``."""
     args = typing.get_args(tp)
-    if typing.get_origin(tp) is typing.Union and type(None) in args:
+    if _optional(tp):
         return f"{_describe(next(a for a in args if a is not type(None)))} or null"
     if typing.get_origin(tp) is list:
         return f"a list of {_describe(args[0]).split(' ', 1)[1]}s" if args else "a list"
@@ -169,7 +175,7 @@ def _strict_type_error(value: Any, tp: Any) -> bool:
     if value is None:
         return False
     args = typing.get_args(tp)
-    if typing.get_origin(tp) is typing.Union and type(None) in args:
+    if _optional(tp):
         tp = next(a for a in args if a is not type(None))
     if tp is bool:
         return not isinstance(value, bool)
@@ -276,7 +282,7 @@ def check_ranges(cfg: dict[str, Any]) -> list[str]:
         need(trainer["accelerator"] in ACCELERATORS,
              f"trainer.accelerator={trainer['accelerator']!r}: choose one of: {', '.join(ACCELERATORS)}")
     devices = trainer.get("devices", 1)
-    need(devices == "auto" or (isinstance(devices, int) and not isinstance(devices, bool) and (devices >= 1 or devices == -1))
+    need(devices in ("auto", -1) or _positive_int(devices)
          or (isinstance(devices, list) and devices and all(_positive_int(d) or d == 0 for d in devices)),
          f"trainer.devices={devices!r} must be a positive integer, -1 (all), auto, or a list of device indices")
 
@@ -309,7 +315,8 @@ def check_ranges(cfg: dict[str, Any]) -> list[str]:
 
     logger = cfg.get("logger") or {}
     if "mode" in logger:
-        need(logger["mode"] in LOGGER_MODES, f"logger.mode={logger['mode']!r}: choose one of: {', '.join(LOGGER_MODES)}")
+        need(logger["mode"] in LOGGER_MODES,
+             f"logger.mode={logger['mode']!r}: choose one of: {', '.join(LOGGER_MODES)}")
 
     sample = cfg.get("sample") or {}
     if "prompt" in sample:
