@@ -4,8 +4,8 @@ cannot express: what ``ablate-train`` refuses, in one line, before anything is w
 Each group is a dataclass (``DataSchema``, ``OptimSchema``, ...); ``check_config`` merges each group of a
 composed config into its schema, so OmegaConf type-checks every value and refuses a key the schema does not
 know, then checks ranges and relations (``check_ranges``). The run keeps its config as composed: the schema
-adds no key, so a run's identity (``ablate.train.run_identity``) is unchanged. The model's settings are checked where the model is built
-(``ablate.model.GPTConfig``), its slots by the registry.
+adds no key, so a run's identity (``ablate.train.run_identity``) is unchanged. The model's settings are
+checked where the model is built (``ablate.model.GPTConfig``), its slots by the registry.
 
 A new setting is a YAML line and a field here; ``tests/test_schema.py`` fails on a setting with no field.
 """
