@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import inspect
 import itertools
 import os
 import platform
@@ -43,8 +42,8 @@ from ablate.atomic import atomic_write_json, atomic_write_text
 from ablate.config import conf_dir, import_user_modules
 from ablate.data import make_datamodule
 from ablate.errors import AblateError, ArgumentParser
-from ablate.lit import LitGPT, lr_factor
-from ablate.model import GPT
+from ablate.lit import LitGPT
+from ablate.recipe import build_optimizer, lr_at
 from ablate.registry import SLOTS
 
 Step = Callable[[torch.Tensor], None]
@@ -119,12 +118,9 @@ def make_optimizer(module: LitGPT) -> torch.optim.Optimizer:
 
 
 def optimizer_like(module: LitGPT, model: nn.Module) -> torch.optim.Optimizer:
-    """The optimizer ``module.configure_optimizers`` makes (same class and settings, ablate's decay rule),
-    over ``model``'s parameters."""
-    template = make_optimizer(module)
-    settings = {k: v for k, v in template.defaults.items() if k in inspect.signature(type(template)).parameters}
-    settings["weight_decay"] = template.param_groups[0]["weight_decay"]  # the decay group's
-    return type(template)(GPT.optimizer_groups(model, settings["weight_decay"]), **settings)
+    """The optimizer ``module.configure_optimizers`` makes (the same recipe builder and settings), over
+    ``model``'s parameters."""
+    return build_optimizer(model, module.hparams.optim, next(model.parameters()).device.type)
 
 
 def ours_loss(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
@@ -318,7 +314,7 @@ def plain_run(b: Bench, cfg: DictConfig) -> dict[str, float]:
     data = make_datamodule(OmegaConf.to_container(cfg.data, resolve=True), seed=cfg.seed)
     data.setup()
     module = build(cfg, data.tokenizer.state(), b.device)
-    model, tr, o = module.model, cfg.trainer, cfg.optim
+    model, tr = module.model, cfg.trainer
     optimizer = make_optimizer(module)
 
     def evaluate(loader: Any, fitting: bool) -> float:  # LitGPT's validation_step and on_validation_epoch_end
@@ -347,7 +343,7 @@ def plain_run(b: Bench, cfg: DictConfig) -> dict[str, float]:
     model.train()
     for step, batch in zip(range(tr.max_steps), data.train_dataloader()):
         for group in optimizer.param_groups:  # LitGPT's schedule: a function of the step
-            group["lr"] = o.lr * lr_factor(step, o.lr, o.min_lr, o.warmup_steps, o.decay_steps)
+            group["lr"] = lr_at(step, module.hparams.optim)
         batch = batch.to(b.device)
         with b.autocast(b.amp):
             loss = ours_loss(model, batch)

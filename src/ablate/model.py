@@ -184,14 +184,6 @@ class GPT(nn.Module):
             entropies.append(-(p * torch.log(p.clamp_min(1e-12))).sum(-1).mean().item())
         return entropies
 
-    def optimizer_groups(self, weight_decay: float) -> list[dict[str, Any]]:
-        """Decay matrices and embeddings (every tensor of rank ≥ 2); never biases or norm gains."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        return [
-            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-        ]
-
     @torch.no_grad()
     def generate(
         self,
