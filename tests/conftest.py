@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -13,6 +18,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from ablate.config import conf_dir
 from ablate.model import GPT, GPTConfig
+
+BIN = Path(sys.executable).parent  # the venv's commands
+ROOT = Path(__file__).parents[1]  # the checkout
 
 # A model small enough that hundreds of them build and step in seconds.
 TINY = ["model.n_layer=2", "model.n_head=2", "model.n_embd=16", "model.block_size=16"]
@@ -29,11 +37,62 @@ def _isolated_caches(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ.pop("WANDB_API_KEY", None)
 
 
-def compose_config(*overrides: str) -> DictConfig:
-    """The real root config with these command-line overrides, as ``ablate-train`` would see it."""
+def compose_config(*overrides: str, hydra: bool = False) -> DictConfig:
+    """The real root config with these command-line overrides, as ``ablate-train`` would see it
+    (``hydra=True``: with the ``hydra`` node too, for sweeps and launchers)."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+        return compose(config_name="config", overrides=list(overrides), return_hydra_config=hydra)
+
+
+def cli(program: str, *args: str, env: dict | None = None, cwd: Path | None = None,
+        timeout: float = 900) -> subprocess.CompletedProcess:
+    """One of ablate's commands (``ablate-train``, ``ablate-report``, ...) run as a user would, one thread."""
+    return subprocess.run(
+        [str(BIN / program), *args], capture_output=True, text=True, timeout=timeout, cwd=cwd,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+    )
+
+
+def start_cli(program: str, *args: str, env: dict | None = None, **kw: Any) -> subprocess.Popen:
+    """The same, started in the background (for signals sent while it runs)."""
+    return subprocess.Popen(
+        [str(BIN / program), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}, **kw,
+    )
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    """The one ``error:`` line a refused command prints (exit 2, no traceback)."""
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+def wandb_records(run_dir: Path) -> list[dict]:
+    """Every record of the offline wandb run in ``run_dir``, read back with wandb's own reader."""
+    (offline,) = (run_dir / "wandb").glob("offline-run-*")
+    out = subprocess.run(
+        [sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(offline)],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def wandb_run(run_dir: Path) -> tuple[dict, dict, list[dict], str]:
+    """(config, summary, history rows, name) of that run, as wandb's public API would give them."""
+    records = wandb_records(run_dir)
+    run = next(r["run"] for r in records if r["type"] == "run")
+    config, summary = dict(run["config"]["update"]), {}
+    for record in records:
+        if record["type"] == "config":
+            config.update(record["config"]["update"])
+        elif record["type"] == "summary":
+            summary.update(record["summary"]["update"])
+    history = [r["history"]["item"] for r in records if r["type"] == "history"]
+    return config, summary, history, run["display_name"]
 
 
 def build_model(*overrides: str, vocab_size: int = 11, tiny: bool = True) -> GPT:

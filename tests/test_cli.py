@@ -4,35 +4,17 @@ import json
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
+from conftest import cli, one_line_error
 
 pytestmark = pytest.mark.slow
 
-BIN = Path(sys.executable).parent
 QUICK = [
     "trainer.max_steps=4", "trainer.val_check_interval=2", "trainer.enable_progress_bar=false",
     "data.eval_batches=1", "sample.max_new_tokens=4", "logger.mode=offline",
     "data.val_fraction=0.01",  # a short final evaluation over the whole (1%) validation split
 ]
-
-
-def cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    import os
-
-    return subprocess.run(
-        [str(BIN / args[0]), *args[1:]], capture_output=True, text=True, timeout=300,
-        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}, cwd=cwd,
-    )
-
-
-def one_line_error(result: subprocess.CompletedProcess) -> str:
-    assert result.returncode == 2, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    return lines[0]
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import ROOT, cli, start_cli
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -19,9 +20,6 @@ from ablate.checkpoints import AtomicCheckpointIO, load_checkpoint
 from ablate.errors import CheckpointError
 from ablate.train import run, run_identity
 
-ROOT = Path(__file__).parents[1]
-
-BIN = Path(sys.executable).parent
 # 40 steps, an evaluation and a checkpoint every 10, dropout on (so the RNG state matters)
 RUN = [
     "trainer.max_steps=40", "trainer.val_check_interval=10", "trainer.log_every_n_steps=5",
@@ -125,13 +123,6 @@ def test_nan_stops_the_run_as_diverged(compose_cfg, tmp_path):
     assert json.loads((tmp_path / "summary.json").read_text())["status"] == "diverged"
 
 
-def cli(*args: str, env: dict | None = None, **kw) -> subprocess.Popen:
-    return subprocess.Popen(
-        [str(BIN / "ablate-train"), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}, **kw,
-    )
-
-
 def wait_for(predicate, timeout: float = 120.0) -> None:
     end = time.time() + timeout
     while time.time() < end:
@@ -158,7 +149,7 @@ SIGNAL_RUN = [
 @pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_resume_continues(tmp_path):
     out = tmp_path / "run"
-    proc = cli(*SIGNAL_RUN, f"hydra.run.dir={out}")
+    proc = start_cli("ablate-train", *SIGNAL_RUN, f"hydra.run.dir={out}")
     wait_for(lambda: steps_done(out) >= 25)
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=120)
@@ -169,10 +160,7 @@ def test_sigterm_saves_a_checkpoint_and_resume_continues(tmp_path):
     assert step >= 25  # saved on the signal, not just at the last periodic checkpoint (step 20)
     assert f"ablate-train resume={out}" in stdout
 
-    resumed = subprocess.run(
-        [str(BIN / "ablate-train"), f"resume={out}", "trainer.max_steps=999"], capture_output=True, text=True,
-        timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=tmp_path,
-    )
+    resumed = cli("ablate-train", f"resume={out}", "trainer.max_steps=999", cwd=tmp_path, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     final = json.loads((out / "summary.json").read_text())
     assert final["status"] == "completed" and final["steps"] == 200 and final["resumed"] == 1
@@ -188,15 +176,12 @@ def test_sigkill_then_relaunch_resumes_from_the_last_checkpoint(tmp_path, compos
     # earliest, and the run must still have steps to go then, however slow the machine is
     args = [*SIGNAL_RUN[1:], "trainer.max_steps=100", "logger.mode=disabled", "model.dropout=0.1"]
     out = tmp_path / "run"
-    proc = cli(*args, f"hydra.run.dir={out}")
+    proc = start_cli("ablate-train", *args, f"hydra.run.dir={out}")
     wait_for(lambda: (out / "checkpoints" / "last.ckpt").exists() and steps_done(out) >= 30)
     proc.kill()
     proc.communicate(timeout=60)
     assert json.loads((out / "summary.json").read_text())["status"] == "running"  # it never knew
-    relaunch = subprocess.run(
-        [str(BIN / "ablate-train"), *args, f"hydra.run.dir={out}"], capture_output=True, text=True, timeout=600,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+    relaunch = cli("ablate-train", *args, f"hydra.run.dir={out}", timeout=600)
     assert relaunch.returncode == 0, relaunch.stderr[-2000:]
     assert "resuming its unfinished run" in relaunch.stdout
     whole = run(compose_cfg(*args), tmp_path / "whole")
@@ -227,10 +212,8 @@ def test_an_exception_in_a_step_is_recorded_as_failed(tmp_path):
                 return super().forward(x)
     '''))
     out = tmp_path / "run"
-    result = subprocess.run(
-        [str(BIN / "ablate-train"), "model/activation=faulty", *RUN, f"hydra.run.dir={out}"],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "ABLATE_IMPORTS": str(plugin)},
-    )
+    result = cli("ablate-train", "model/activation=faulty", *RUN, f"hydra.run.dir={out}", timeout=300,
+                 env={"ABLATE_IMPORTS": str(plugin)})
     assert result.returncode != 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "failed"

@@ -5,11 +5,10 @@ import csv
 import json
 import math
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import cli, wandb_run
 from matplotlib.image import imread
 from scipy import stats
 
@@ -31,7 +30,6 @@ from ablate.report import (
 )
 from ablate.report.compare import compare, holm
 
-REPORT = Path(sys.executable).parent / "ablate-report"
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -384,8 +382,7 @@ def test_main_refuses_an_unknown_baseline(sweep_dir, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_console_script_writes_the_report(sweep_dir, tmp_path):
-    done = subprocess.run([str(REPORT), str(sweep_dir), "--baseline", "base+same"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
+    done = cli("ablate-report", str(sweep_dir), "--baseline", "base+same", cwd=tmp_path, timeout=120)
     assert done.returncode == 0, done.stderr
     readme = tmp_path / "reports" / "syn" / "README.md"
     assert done.stdout.strip() == "Report: reports/syn/README.md"
@@ -399,7 +396,7 @@ def test_console_script_writes_the_report(sweep_dir, tmp_path):
 @pytest.mark.parametrize("case", ["missing", "empty"])
 def test_console_script_bad_sweep_dir_is_one_line_and_status_2(tmp_path, case):
     target = tmp_path / "missing" if case == "missing" else tmp_path
-    done = subprocess.run([str(REPORT), str(target)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    done = cli("ablate-report", str(target), cwd=tmp_path, timeout=120)
     assert done.returncode == 2
     assert done.stderr.startswith(f"error: {target}: ") and done.stderr.count("\n") == 1
     assert ("no such folder" if case == "missing" else "no runs in it") in done.stderr
@@ -410,31 +407,13 @@ def test_console_script_bad_sweep_dir_is_one_line_and_status_2(tmp_path, case):
 def test_wandb_without_an_api_key_is_one_line_and_status_2(tmp_path):
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "NETRC": str(tmp_path / "netrc"),
            "WANDB_CONFIG_DIR": str(tmp_path / "wandb-config")}
-    done = subprocess.run([str(REPORT), "--wandb", "me/ablate", "--group", "syn"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = cli("ablate-report", "--wandb", "me/ablate", "--group", "syn", cwd=tmp_path, env=env, timeout=120)
     assert done.returncode == 2
     assert done.stderr.startswith("error: cannot read wandb runs of me/ablate group 'syn'")
     assert done.stderr.count("\n") == 1
 
 
 # -- wandb: the same report from an offline run read back with wandb's own reader ---------------------
-def wandb_run(run_dir: Path) -> tuple[dict, dict, list[dict], str]:
-    """(config, summary, history rows, name) of an offline run, as wandb's public API would give them."""
-    (offline,) = (run_dir / "wandb").glob("offline-run-*")
-    out = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(offline)],
-                         capture_output=True, text=True, check=True, timeout=60).stdout
-    records = [json.loads(line) for line in out.splitlines() if line.strip()]
-    run = next(r["run"] for r in records if r["type"] == "run")
-    config, summary = dict(run["config"]["update"]), {}
-    for record in records:
-        if record["type"] == "config":
-            config.update(record["config"]["update"])
-        elif record["type"] == "summary":
-            summary.update(record["summary"]["update"])
-    history = [r["history"]["item"] for r in records if r["type"] == "history"]
-    return config, summary, history, run["display_name"]
-
-
 @pytest.mark.slow
 def test_wandb_records_give_the_same_report_as_the_local_files(compose_cfg, tmp_path):
     from ablate.train import run

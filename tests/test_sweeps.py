@@ -3,22 +3,19 @@
 import json
 import os
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from conftest import BIN, cli, compose_config, wandb_records, wandb_run
 from omegaconf import OmegaConf
 
-from ablate.config import check_overrides, conf_dir, preset_choices, sweeps_dir
+from ablate.config import check_overrides, preset_choices, sweeps_dir
 from ablate.contract import Arm, find_arm
 from ablate.model import GPTConfig
 from ablate.registry import SLOTS
 
-BIN = Path(sys.executable).parent
 TINY_RUN = [
     "trainer.max_steps=10", "trainer.val_check_interval=5", "trainer.log_every_n_steps=5",
     "trainer.enable_progress_bar=false", "data.eval_batches=1", "sample.max_new_tokens=4",
@@ -27,19 +24,13 @@ TINY_RUN = [
 NAMED = sorted(p.stem for p in sweeps_dir().glob("*.yaml") if p.stem != "none")
 
 
-def compose_with_hydra(*overrides: str):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
-
-
 def test_the_promised_sweeps_ship():
     assert {"seed_to_gpt2", "factorial", "norm_lr_warmup", "search_lr"} <= set(NAMED)
 
 
 @pytest.mark.parametrize("name", NAMED)
 def test_each_named_sweep_composes_as_a_multirun_with_its_group(name):
-    cfg = compose_with_hydra(f"sweeps={name}")
+    cfg = compose_config(f"sweeps={name}", hydra=True)
     assert cfg.sweep.name == name
     assert cfg.logger.group == name  # every run of the sweep shares one wandb group
     assert cfg.hydra.mode.name == "MULTIRUN"
@@ -48,12 +39,12 @@ def test_each_named_sweep_composes_as_a_multirun_with_its_group(name):
 
 
 def _arm_config(overrides: list[str]) -> GPTConfig:
-    cfg = compose_with_hydra(*overrides)
+    cfg = compose_config(*overrides, hydra=True)
     return GPTConfig.from_dict(OmegaConf.to_container(cfg.model, resolve=True), vocab_size=65)
 
 
 def test_seed_to_gpt2_changes_exactly_one_thing_per_arm():
-    cfg = compose_with_hydra("sweeps=seed_to_gpt2")
+    cfg = compose_config("sweeps=seed_to_gpt2", hydra=True)
     arms = OmegaConf.to_container(cfg.hydra.sweeper.arms)
     assert cfg.hydra.sweeper.params.seed == "1,2,3"
     gpt2, seed = _arm_config(arms["gpt2"]), _arm_config(arms["seed"])
@@ -84,7 +75,7 @@ DESIGN_CARD = {
 
 
 def test_factorial_covers_the_five_axes_of_the_design_card():
-    params = compose_with_hydra("sweeps=factorial").hydra.sweeper.params
+    params = compose_config("sweeps=factorial", hydra=True).hydra.sweeper.params
     axes = {k.split("/")[1]: sorted(v.split(",")) for k, v in params.items() if k.startswith("model/")}
     assert axes == DESIGN_CARD
     for slot, values in axes.items():
@@ -99,7 +90,7 @@ def test_founding_is_the_resolution_v_half_fraction_of_the_five_axes_on_gpt2():
     interactions are orthogonal; sinusoidal positions come at GPT-2's embedding scale."""
     import itertools
 
-    cfg = compose_with_hydra("sweeps=founding")
+    cfg = compose_config("sweeps=founding", hydra=True)
     arms = OmegaConf.to_container(cfg.hydra.sweeper.arms)
     axes = {"positional": ("learned", "sinusoidal"), "norm": ("pre", "post"), "activation": ("gelu_tanh", "relu"),
             "attn_scale": ("head_dim", "embed_size"), "layernorm": ("torch", "custom")}
@@ -124,12 +115,12 @@ def test_founding_is_the_resolution_v_half_fraction_of_the_five_axes_on_gpt2():
 def test_recipe_crosses_two_architectures_with_two_optimizers_and_two_schedules_each_at_its_own_lr():
     import itertools
 
-    cfg = compose_with_hydra("sweeps=recipe")
+    cfg = compose_config("sweeps=recipe", hydra=True)
     arms = OmegaConf.to_container(cfg.hydra.sweeper.arms)
     assert OmegaConf.to_container(cfg.hydra.sweeper.tune) == {"optim.lr": [1e-3, 2e-3, 4e-3, 8e-3]}
     seen = set()
     for name, overrides in arms.items():
-        run_cfg = compose_with_hydra("sweeps=recipe", *overrides, "optim.lr=4e-3")
+        run_cfg = compose_config("sweeps=recipe", *overrides, "optim.lr=4e-3", hydra=True)
         combo = (run_cfg.model.preset, run_cfg.optim.optimizer.name, run_cfg.optim.schedule.name)
         expected = "+".join([combo[0], *(f"{k}={v}" for k, v, default in
                                          zip(("optimizer", "schedule"), combo[1:], ("adamw", "cosine")) if v != default)])
@@ -139,22 +130,15 @@ def test_recipe_crosses_two_architectures_with_two_optimizers_and_two_schedules_
     assert seen == set(itertools.product(("gpt2", "modern"), ("adamw", "muon"), ("cosine", "wsd")))
 
 
-def cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(BIN / "ablate-train"), *args], capture_output=True, text=True, timeout=900, cwd=cwd,
-        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
-    )
-
-
 def test_a_mistyped_sweep_lists_the_valid_ones(tmp_path):
-    result = cli("sweeps=seed_to_gtp2", cwd=tmp_path)
+    result = cli("ablate-train", "sweeps=seed_to_gtp2", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: unknown sweeps='seed_to_gtp2'; choose one of: {', '.join(sorted([*NAMED, 'none']))}"
 
 
 def test_a_bad_override_in_one_arm_is_one_line_before_anything_is_written(tmp_path):
     """Rotary's `base` exists in the rotary arms only: the first arm without it is named, nothing is launched."""
-    result = cli("sweeps=gpt2_to_modern", "model.positional.base=500.0", f"hydra.sweep.dir={tmp_path}/sweep",
+    result = cli("ablate-train", "sweeps=gpt2_to_modern", "model.positional.base=500.0", f"hydra.sweep.dir={tmp_path}/sweep",
                  cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip() == (
@@ -163,9 +147,9 @@ def test_a_bad_override_in_one_arm_is_one_line_before_anything_is_written(tmp_pa
 
 
 def test_a_baseline_that_is_no_arm_is_one_line_before_anything_is_written(tmp_path):
-    result = cli("sweeps=gpt2_to_modern", "sweep.baseline=gtp2", f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path)
+    result = cli("ablate-train", "sweeps=gpt2_to_modern", "sweep.baseline=gtp2", f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path)
     assert result.returncode == 2, result.stderr[-2000:]
-    arms = ", ".join(compose_with_hydra("sweeps=gpt2_to_modern").hydra.sweeper.arms)
+    arms = ", ".join(compose_config("sweeps=gpt2_to_modern", hydra=True).hydra.sweeper.arms)
     assert result.stderr.strip() == f"error: sweep.baseline='gtp2' is not an arm of sweeps=gpt2_to_modern; choose one of: {arms}"
     assert list(tmp_path.iterdir()) == []
 
@@ -175,10 +159,10 @@ def test_a_baseline_that_is_no_arm_is_one_line_before_anything_is_written(tmp_pa
 def test_each_named_sweep_declares_a_baseline_among_its_arms(tmp_path, name):
     """The arms a sweep launches (grid sweeps: labels with Hydra's own spelling of the values, lr=0.0003) as the
     refusal lists them; the baseline the sweep file declares is one of them."""
-    result = cli(f"sweeps={name}", "sweep.baseline=no-such-arm", f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path)
+    result = cli("ablate-train", f"sweeps={name}", "sweep.baseline=no-such-arm", f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path)
     assert result.returncode == 2, result.stderr[-2000:]
     arms = result.stderr.strip().split("; choose one of: ")[1].split(", ")
-    declared = compose_with_hydra(f"sweeps={name}").sweep.baseline
+    declared = compose_config(f"sweeps={name}", hydra=True).sweep.baseline
     assert find_arm(declared, arms) is not None, (declared, arms[:5])
 
 
@@ -203,18 +187,6 @@ class Faulty(nn.ReLU):
 '''
 
 
-def offline_run(run_dir: Path) -> dict:
-    (offline,) = run_dir.glob("wandb/offline-run-*")
-    out = subprocess.run(
-        [sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(offline)],
-        capture_output=True, text=True, check=True, timeout=60,
-    ).stdout
-    records = [json.loads(line) for line in out.splitlines() if line.strip()]
-    run = next(r["run"] for r in records if r["type"] == "run")
-    history = [r["history"]["item"] for r in records if r["type"] == "history"]
-    return {"run": run, "config": run["config"]["update"], "history": history}
-
-
 @pytest.mark.slow
 def test_a_sweep_survives_a_failed_run_groups_in_wandb_and_relaunch_skips_finished_runs(tmp_path):
     (tmp_path / "faulty.py").write_text(textwrap.dedent(FAULTY))
@@ -222,7 +194,7 @@ def test_a_sweep_survives_a_failed_run_groups_in_wandb_and_relaunch_skips_finish
     sweep = tmp_path / "sweep"
     args = ["-m", "model/activation=relu,faulty", "seed=1,2", "sweep.name=unit", "logger.mode=offline",
             *TINY_RUN, f"hydra.sweep.dir={sweep}"]
-    first = cli(*args, env=env, cwd=tmp_path)
+    first = cli("ablate-train", *args, env=env, cwd=tmp_path)
     assert first.returncode == 1  # the sweep reports its failure at the end...
     assert "Sweep done" in first.stderr + first.stdout and "2 completed, 2 failed" in first.stderr + first.stdout
     for seed in (1, 2):  # ...after every other run has finished
@@ -235,20 +207,19 @@ def test_a_sweep_survives_a_failed_run_groups_in_wandb_and_relaunch_skips_finish
         ("activation=relu", 1), ("activation=relu", 2), ("activation=faulty", 1), ("activation=faulty", 2)]
 
     # wandb: one group for the sweep, one flat key per slot, the metrics, a short name per run
-    logged = offline_run(sweep / "activation=relu" / "seed=1")
-    assert logged["run"]["run_group"] == "unit"
-    assert logged["run"]["display_name"] == "activation=relu-s1"
-    assert logged["config"]["activation"] == "relu" and logged["config"]["arm"] == "activation=relu"
-    assert all(logged["config"][slot] for slot in SLOTS)
-    assert "activation=relu" in logged["run"]["tags"]
-    val = [h["val/loss"] for h in logged["history"] if "val/loss" in h]
+    records = wandb_records(sweep / "activation=relu" / "seed=1")
+    run = next(r["run"] for r in records if r["type"] == "run")
+    config, _, history, name = wandb_run(sweep / "activation=relu" / "seed=1")
+    assert run["run_group"] == "unit"
+    assert name == "activation=relu-s1"
+    assert config["activation"] == "relu" and config["arm"] == "activation=relu"
+    assert all(config[slot] for slot in SLOTS)
+    assert "activation=relu" in run["tags"]
+    val = [h["val/loss"] for h in history if "val/loss" in h]
     assert val == pytest.approx([ok_val for ok_val in _csv_column(sweep / "activation=relu" / "seed=1", "val/loss")])
 
     # the report of the partial sweep says what is missing and why
-    report = subprocess.run(
-        [str(BIN / "ablate-report"), str(sweep), "--out", str(tmp_path / "report")],
-        capture_output=True, text=True, timeout=300,
-    )
+    report = cli("ablate-report", str(sweep), "--out", str(tmp_path / "report"), timeout=300)
     assert report.returncode == 0, report.stderr[-2000:]
     text = (tmp_path / "report" / "README.md").read_text()
     assert "activation=faulty" in text and "injected failure" in text
@@ -256,7 +227,7 @@ def test_a_sweep_survives_a_failed_run_groups_in_wandb_and_relaunch_skips_finish
     # relaunch: finished runs are skipped untouched; failed ones resume from their last checkpoint
     # (step 5; the fault struck at step 6) and, the fault being transient, now finish
     stamp = (sweep / "activation=relu" / "seed=1" / "summary.json").stat().st_mtime_ns
-    second = cli(*args, env=env, cwd=tmp_path)
+    second = cli("ablate-train", *args, env=env, cwd=tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
     assert second.stdout.count("already completed, skipping") == 2
     assert second.stdout.count("resuming its unfinished run") == 2
@@ -275,8 +246,8 @@ def _csv_column(run_dir: Path, key: str) -> list[float]:
 @pytest.mark.slow
 def test_parallel_launcher_runs_two_at_a_time_with_the_same_results(tmp_path):
     args = ["-m", "model/norm=pre,post", "logger.mode=disabled", *TINY_RUN]
-    serial = cli(*args, f"hydra.sweep.dir={tmp_path / 'serial'}", "threads=1", cwd=tmp_path)
-    parallel = cli(*args, f"hydra.sweep.dir={tmp_path / 'parallel'}", "hydra/launcher=parallel", cwd=tmp_path)
+    serial = cli("ablate-train", *args, f"hydra.sweep.dir={tmp_path / 'serial'}", "threads=1", cwd=tmp_path)
+    parallel = cli("ablate-train", *args, f"hydra.sweep.dir={tmp_path / 'parallel'}", "hydra/launcher=parallel", cwd=tmp_path)
     assert serial.returncode == 0 and parallel.returncode == 0, parallel.stderr[-3000:]
     assert "Joblib.Parallel(n_jobs=2" in parallel.stderr + parallel.stdout
     for arm in ("norm=pre", "norm=post"):
@@ -289,13 +260,13 @@ def test_parallel_launcher_runs_two_at_a_time_with_the_same_results(tmp_path):
 def test_slurm_launcher_path_with_submitits_local_executor(tmp_path):
     """hydra/launcher=slurm's code path (Hydra's submitit launcher), each job its own process."""
     sweep = tmp_path / "sweep"
-    result = cli("-m", "seed=1,2", "logger.mode=disabled", *TINY_RUN, "hydra/launcher=slurm_local",
+    result = cli("ablate-train", "-m", "seed=1,2", "logger.mode=disabled", *TINY_RUN, "hydra/launcher=slurm_local",
                  f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     for seed in (1, 2):
         assert json.loads((sweep / "run" / f"seed={seed}" / "summary.json").read_text())["status"] == "completed"
     assert list((sweep / ".submitit").glob("*/*_result.pkl"))  # results came back through submitit
-    slurm = compose_with_hydra("hydra/launcher=slurm").hydra.launcher
+    slurm = compose_config("hydra/launcher=slurm", hydra=True).hydra.launcher
     assert slurm._target_.endswith("SlurmLauncher") and slurm.gpus_per_node == 1 and slurm.max_num_timeout == 3
 
 
@@ -346,7 +317,7 @@ def test_a_preempted_slurm_job_is_requeued_and_resumes(tmp_path):
 @pytest.mark.slow
 def test_optuna_search_minimises_the_final_validation_loss(tmp_path):
     sweep = tmp_path / "search"
-    result = cli("sweeps=search_lr", "hydra.sweeper.n_trials=3", "logger.mode=disabled", *TINY_RUN,
+    result = cli("ablate-train", "sweeps=search_lr", "hydra.sweeper.n_trials=3", "logger.mode=disabled", *TINY_RUN,
                  f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     trials = [json.loads(p.read_text()) for p in sorted(sweep.glob("trial=*/summary.json"))]
@@ -362,14 +333,14 @@ def test_a_tuned_grid_crosses_the_arms_and_extends_by_relaunching(tmp_path):
     sweep = tmp_path / "sweep"
     base = ["-m", "hydra/sweeper=ablate", "model/norm=pre,post", "seed=1", "sweep.name=tuned", "logger.mode=disabled",
             "sweep.margin=0.02", *TINY_RUN, f"hydra.sweep.dir={sweep}"]
-    first = cli(*base, "++hydra.sweeper.tune={optim:{lr:[0.001]}}", cwd=tmp_path)
+    first = cli("ablate-train", *base, "++hydra.sweeper.tune={optim:{lr:[0.001]}}", cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]
     summary = json.loads((sweep / "norm=post" / "lr=0.001" / "seed=1" / "summary.json").read_text())
     assert summary["arm"] == {"name": "norm=post", "parent": None, "changes": {}, "grid": {"model/norm": "post"}}
     assert summary["tune"] == {"optim.lr": 0.001} and summary["margin"] == 0.02
     assert summary["name"] == "norm=post-lr=0.001-s1" and summary["status"] == "completed"
 
-    again = cli(*base, "++hydra.sweeper.tune={optim:{lr:[0.001]}}", "optim.lr=0.001,0.002", cwd=tmp_path)
+    again = cli("ablate-train", *base, "++hydra.sweeper.tune={optim:{lr:[0.001]}}", "optim.lr=0.001,0.002", cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
     assert (again.stdout + again.stderr).count("already completed, skipping") == 2
     for arm in ("norm=pre", "norm=post"):
@@ -393,5 +364,5 @@ def test_a_job_receives_its_arm_as_structure_and_its_record_holds_it():
     arm = structure["post_relu"]
     assert arm == Arm("post_relu", "post", {"model/activation": "relu", "model.bias": "false"})
     row = Arm("post_relu lr=0.001", "post lr=0.001", arm.changes, {"optim.lr": "0.001", "data.path": "it's a\\b"})
-    cfg = compose_with_hydra(*_arm_overrides(row))
+    cfg = compose_config(*_arm_overrides(row), hydra=True)
     assert sweep_labels(cfg)["arm"] == row.record()

@@ -4,13 +4,11 @@ import csv
 import json
 import math
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY
+from conftest import TINY, wandb_records
 from lightning.pytorch.callbacks import Callback
 
 from ablate.checkpoints import load_checkpoint
@@ -32,16 +30,6 @@ SHORT = [
     "optim.warmup_steps=5",
     "data.val_fraction=0.01",  # a short final evaluation over the whole (1%) validation split
 ]
-
-
-def wandb_records(run_dir: Path) -> list[dict]:
-    """Every record of an offline wandb run, read back with wandb's own reader."""
-    (offline,) = (run_dir / "wandb").glob("offline-run-*")
-    out = subprocess.run(
-        [sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(offline)],
-        capture_output=True, text=True, check=True, timeout=60,
-    ).stdout
-    return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
 class RecordWrites(Callback):
