@@ -4,17 +4,15 @@ import ctypes
 import gc
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import cli
 
 from ablate.train import run
 
 pytestmark = pytest.mark.slow
 
-BIN = Path(sys.executable).parent
 SHORT = [
     "trainer.max_steps=20", "trainer.val_check_interval=10", "trainer.enable_progress_bar=false",
     "data.eval_batches=2", "sample.max_new_tokens=4", "threads=1",
@@ -47,10 +45,7 @@ def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
     cwd.mkdir()
     for name, extra in (("single", []), ("ddp", ["trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu"])):
         out = tmp_path / name
-        proc = subprocess.run(
-            [str(BIN / "ablate-train"), *SHORT, *extra, "logger.mode=disabled", f"hydra.run.dir={out}"],
-            capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=cwd,
-        )
+        proc = cli("ablate-train", *SHORT, *extra, "logger.mode=disabled", f"hydra.run.dir={out}", cwd=cwd, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
         results[name] = json.loads((out / "summary.json").read_text())
     single, ddp = results["single"], results["ddp"]

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import compose_config
+from conftest import cli, compose_config, one_line_error
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
@@ -22,7 +22,6 @@ from ablate.memory import GB, available_bytes, check_step_fits, step_bytes
 from ablate.model import GPT, GPTConfig
 from ablate.schema import GROUPS, RootSchema, check_config, unknown_keys
 
-BIN = Path(sys.executable).parent
 TINY = ["model.n_layer=1", "model.n_head=2", "model.n_embd=16", "model.block_size=16"]
 
 
@@ -150,24 +149,16 @@ def test_ablate_train_refuses_before_writing_anything(tmp_path):
         (["seed=abc"], "error: seed='abc' must be an integer"),
         (["-m", "optim.lr=1e-3,-1"], "error: optim.lr=-1 must be a positive number"),
     ]:
-        result = subprocess.run(
-            [str(BIN / "ablate-train"), *args, f"hydra.run.dir={out}", f"hydra.sweep.dir={out}"],
-            capture_output=True, text=True, timeout=300, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"},
-        )
-        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
-        assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [expected]
+        result = cli("ablate-train", *args, f"hydra.run.dir={out}", f"hydra.sweep.dir={out}", cwd=tmp_path, timeout=300)
+        assert one_line_error(result) == expected
         assert not any(out.rglob("*")), list(out.rglob("*"))  # no .hydra, no record
 
 
 @pytest.mark.slow
 def test_ablate_train_refuses_a_block_size_that_cannot_fit(tmp_path):
-    result = subprocess.run(
-        [str(BIN / "ablate-train"), "model.block_size=100000", "logger.mode=disabled", f"hydra.run.dir={tmp_path}"],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    assert result.returncode == 2, result.stderr[-2000:]
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and errors[0].startswith("error: one training step needs about "), result.stderr[-2000:]
+    result = cli("ablate-train", "model.block_size=100000", "logger.mode=disabled", f"hydra.run.dir={tmp_path}",
+                 cwd=tmp_path, timeout=300)
+    assert one_line_error(result).startswith("error: one training step needs about "), result.stderr[-2000:]
     assert json.loads((tmp_path / "summary.json").read_text())["status"] == "failed"
 
 
@@ -175,7 +166,7 @@ def test_ablate_train_refuses_a_block_size_that_cannot_fit(tmp_path):
 SLEEPY = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {tests!r})
-    from conftest import compose_config
+    from conftest import cli, compose_config, one_line_error
     from lightning.pytorch.callbacks import Callback
     from ablate.train import run
 
