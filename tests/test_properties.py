@@ -52,8 +52,13 @@ def test_random_overrides_build_a_working_model_or_fail_with_one_clear_line(args
 
 
 # -- the whole config: every group's settings, right and wrong, through a real two-step run ------------------------
-def _setting(key: str, values: st.SearchStrategy) -> st.SearchStrategy:
-    return values.map(lambda v: (key, f"{key}={v}"))
+def _setting(key: str, values: st.SearchStrategy, variant: str | None = None) -> st.SearchStrategy:
+    """(the key, its command-line overrides, what it sets): a recipe variant's parameter comes with its variant
+    (``optim/schedule=wsd optim.schedule.decay_fraction=...``), and at most one draw sets each slot."""
+    if variant is None:
+        return values.map(lambda v: (key, [f"{key}={v}"], key.replace(".", "/")))
+    group = key.rsplit(".", 1)[0].replace(".", "/")
+    return values.map(lambda v: (key, [f"{group}={variant}", f"{key}={v}"], group))
 
 
 _wrong = st.sampled_from(["abc", "[1,2]", "null", "true"])
@@ -71,6 +76,11 @@ settings_overrides = st.lists(
         _setting("optim.betas", st.sampled_from(["[0.9,0.95]", "[0.9]", "[1.5,0.9]", "abc"])),
         _setting("optim.eps", st.sampled_from([1e-8, 0, -1, "x"])),
         _setting("optim.weight_decay", st.sampled_from([0, 0.1, -0.1, "x"])),
+        _setting("optim/optimizer", st.sampled_from(["adamw", "muon"])),
+        _setting("optim/schedule", st.sampled_from(["cosine", "wsd", "constant", "linear"])),
+        _setting("optim.schedule.decay_fraction", st.sampled_from([0.5, 1, 0, 1.5, "x"]), variant="wsd"),
+        _setting("optim.optimizer.momentum", st.sampled_from([0.9, 1.0, -0.1, "x"]), variant="muon"),
+        _setting("optim.optimizer.ns_steps", st.sampled_from([1, 0, 2.5]), variant="muon"),
         _setting("trainer.max_steps", st.sampled_from([2, 0, -1, "x", 2.5])),
         _setting("trainer.val_check_interval", st.sampled_from([1, 2, 0, -1, 0.5])),
         _setting("trainer.precision", st.sampled_from(["32-true", "bf16-mixed", "bf17", 8])),
@@ -85,7 +95,7 @@ settings_overrides = st.lists(
         _setting("+trainer.bogus", st.just(1)),
     ),
     max_size=4,
-    unique_by=lambda kv: kv[0],
+    unique_by=lambda kv: kv[2],
 )
 RUN_BASE = [
     "model.n_layer=1", "model.n_head=2", "model.n_embd=8", "model.block_size=8", "trainer.max_steps=2",
@@ -105,14 +115,14 @@ def test_random_settings_train_two_steps_or_fail_with_one_line_naming_a_drawn_ke
     text = tmp_path_factory.getbasetemp() / "shakespeare-4k.txt"  # a short text: the final evaluation is instant
     if not text.exists():
         text.write_text(default_text_path().read_text()[:4000])
-    args = [*RUN_BASE, f"data.path={text}", *(line for _, line in drawn)]
+    args = [*RUN_BASE, f"data.path={text}", *(line for _, lines, _ in drawn for line in lines)]
     start = time.time()
     try:  # run() checks the settings first, as ablate-train does (which also checks them before Hydra starts)
         summary = run(compose_config(*args), tmp_path_factory.mktemp("run"))
     except AblateError as e:
         message = str(e)
         assert message and "\n" not in message and len(message) < 600, message
-        assert any(key.lstrip("+") in message for key, _ in drawn), (drawn, message)
+        assert any(key.lstrip("+") in message for key, _, _ in drawn), (drawn, message)
         event("refused")
     else:
         event("trained")

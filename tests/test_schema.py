@@ -98,11 +98,21 @@ def test_a_setting_with_no_schema_entry_is_refused_naming_it():
         ("optim.min_lr=0.01", "optim.min_lr=0.01 must not exceed optim.lr=0.001"),
         ("optim.decay_steps=0", "optim.decay_steps=0 must be a positive integer"),
         ("model.block_size=0", "data.block_size=0 must be a positive integer (data.block_size is ${model.block_size})"),
+        # the recipe's variants: their registered defaults' types, then ranges
+        (("optim/schedule=wsd", "optim.schedule.decay_fraction=abc"), "optim.schedule.decay_fraction='abc' must be a number"),
+        (("optim/schedule=wsd", "optim.schedule.decay_fraction=1.5"), "optim.schedule.decay_fraction=1.5 must be in (0, 1]"),
+        (("optim/schedule=wsd", "optim.schedule.decay_fraction=0"), "optim.schedule.decay_fraction=0 must be in (0, 1]"),
+        (("optim/optimizer=muon", "optim.optimizer.momentum=1.0"), "optim.optimizer.momentum=1.0 must be in [0, 1)"),
+        (("optim/optimizer=muon", "optim.optimizer.ns_steps=0"), "optim.optimizer.ns_steps=0 must be a positive integer"),
+        (("optim/optimizer=muon", "optim.optimizer.ns_steps=2.5"), "optim.optimizer.ns_steps=2.5 must be an integer"),
+        (("optim/optimizer=muon", "optim.optimizer.nesterov=3"), "optim.optimizer.nesterov=3 must be true or false"),
+        (("optim/optimizer=muon", "optim.optimizer.adjust_lr_fn=keller"),
+         "optim.optimizer.adjust_lr_fn='keller': choose one of: match_rms_adamw, original"),
     ],
 )
 def test_bad_settings_are_one_line_naming_the_key_and_the_value(override, message):
     with pytest.raises(ConfigError) as e:
-        check_config(compose_config(override))
+        check_config(compose_config(*([override] if isinstance(override, str) else override)))
     assert str(e.value).startswith(message) and "\n" not in str(e.value), str(e.value)
 
 

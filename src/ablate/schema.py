@@ -228,6 +228,26 @@ def _positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
+def _recipe_types(slot: str, node: dict[str, Any]) -> None:
+    """A recipe variant's parameters have its registered defaults' types (``optim.schedule.decay_fraction=abc``
+    is refused here in one line; an unknown parameter, by the composition and the registry)."""
+    from ablate.registry import RECIPE_SLOTS
+
+    if node.get("name") not in RECIPE_SLOTS[slot]:
+        return  # the composition names the valid variants
+    defaults = RECIPE_SLOTS[slot].get(node["name"]).params
+    for key, value in node.items():
+        if key not in defaults or defaults[key] is None:
+            continue
+        want = type(defaults[key])
+        ok = (isinstance(value, bool) if want is bool else
+              isinstance(value, (int, float)) and not isinstance(value, bool) if want is float else
+              isinstance(value, want) and not isinstance(value, bool))
+        if not ok:
+            kind = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(want, str(want))
+            raise ConfigError(f"optim.{slot}.{key}={value!r} must be {kind}")
+
+
 def check_ranges(cfg: dict[str, Any]) -> list[str]:
     """Ranges and relations, on a resolved, type-checked config: raise the first violation as one line;
     return warnings (settings that are allowed but easy to get wrong) as lines."""
@@ -312,6 +332,21 @@ def check_ranges(cfg: dict[str, Any]) -> list[str]:
              f"optim.betas={betas!r} must be two numbers in [0, 1), e.g. [0.9, 0.99]")
     if "max_loss" in optim:
         need(optim["max_loss"] > 0, f"optim.max_loss={optim['max_loss']!r} must be a positive number (.inf: no limit)")
+    for slot, node in ((slot, optim.get(slot)) for slot in ("optimizer", "schedule")):
+        if isinstance(node, dict):  # a recipe variant's parameters: the registered defaults' types, then ranges
+            _recipe_types(slot, node)
+    schedule, optimizer = optim.get("schedule") or {}, optim.get("optimizer") or {}
+    if "decay_fraction" in schedule:
+        f = schedule["decay_fraction"]
+        need(0 < f <= 1, f"optim.schedule.decay_fraction={f!r} must be in (0, 1] (the share of the run spent decaying)")
+    if "momentum" in optimizer:
+        need(0 <= optimizer["momentum"] < 1, f"optim.optimizer.momentum={optimizer['momentum']!r} must be in [0, 1)")
+    if "ns_steps" in optimizer:
+        need(optimizer["ns_steps"] >= 1,
+             f"optim.optimizer.ns_steps={optimizer['ns_steps']!r} must be a positive integer")
+    if "adjust_lr_fn" in optimizer:
+        need(optimizer["adjust_lr_fn"] in ("match_rms_adamw", "original"),
+             f"optim.optimizer.adjust_lr_fn={optimizer['adjust_lr_fn']!r}: choose one of: match_rms_adamw, original")
 
     logger = cfg.get("logger") or {}
     if "mode" in logger:
