@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from ablate.bench import main, markdown, others_cpu_use, peak_bf16
+from ablate.bench import main, markdown
+from ablate.bench.machine import others_cpu_use, peak_bf16
 from ablate.registry import SLOTS
 
 pytestmark = pytest.mark.slow  # real Lightning runs with offline wandb, like test_train.py; 15-20 s

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ablate.bench import environment
+from ablate.bench.machine import environment
 from ablate.gpucheck import DRY_SIZE, bench_gpt2, jobs_per_gpu, markdown
 
 ROOT = Path(__file__).parents[1]

@@ -30,7 +30,9 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from ablate.atomic import atomic_write_json, atomic_write_text
-from ablate.bench import Bench, build, compose_config, environment, hf_loss, optimizer_like, peak_bf16, per_step
+from ablate.bench.harness import Bench, per_step
+from ablate.bench.machine import environment, peak_bf16
+from ablate.bench.models import build, compose_config, hf_loss, optimizer_like
 from ablate.data import make_datamodule
 from ablate.errors import ArgumentParser
 from ablate.lit import training_flops_per_token

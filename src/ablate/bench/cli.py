@@ -1,0 +1,152 @@
+"""``ablate-bench``: how fast ablate trains, in one process on one machine.
+
+It measures a training step against Hugging Face's GPT-2, a whole ``ablate.train.run`` against a plain
+PyTorch loop (Lightning's overhead), every variant of every slot against the ``gpt2`` preset, model
+FLOPs, ``torch.compile`` and bf16, and writes ``<out>/<device>.md`` and ``<out>/<device>.json``.
+
+Paired comparisons alternate their arms step by step (A B A B ...) after a warm-up and report medians,
+so a slow patch of the machine hits every arm alike. Run it on a quiet machine: with 2 cores, any other
+busy process slows a step many-fold (the report warns when another process used the CPUs at start)::
+
+    ablate-bench                        # CPU: cpu-small and cpu-large; GPU: gpt2-small (bf16)
+    ablate-bench --size cpu-small --no-compile --out /tmp/bench
+    ablate-bench --quick --out /tmp/b   # a tiny smoke run (the test's)
+"""
+
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+from ablate.atomic import atomic_write_json, atomic_write_text
+from ablate.bench.harness import Bench
+from ablate.bench.machine import environment, others_cpu_use, peak_bf16
+from ablate.bench.markdown import markdown
+from ablate.bench.models import DEVICE_OVERRIDES, SIZES, build, compose_config
+from ablate.bench.overhead import bench_lightning
+from ablate.bench.peers import bench_hf
+from ablate.bench.variants import bench_bf16, bench_compile, bench_flops, bench_variants
+from ablate.config import import_user_modules
+from ablate.data import make_datamodule
+from ablate.errors import AblateError, ArgumentParser
+
+
+def bench_size(b: Bench, name: str, args: argparse.Namespace, rates: dict[str, float]) -> dict[str, Any]:
+    """Every measurement at one size, on the batches ``ablate-train`` would draw."""
+    overrides = [*SIZES[name].overrides, *DEVICE_OVERRIDES[b.device.type]]
+    overrides += [f"data.batch_size={args.batch_size}"] if args.batch_size else []
+    cfg = compose_config(*overrides)
+    data = make_datamodule(OmegaConf.to_container(cfg.data, resolve=True), seed=cfg.seed)
+    data.setup()
+    module = build(cfg, data.tokenizer.state(), b.device)
+    # moved to the device up front: a timed step is forward, loss, backward, optimizer step, zero_grad
+    batches = [x.to(b.device) for x in itertools.islice(data.train_dataloader(), b.warmup + b.steps)]
+    c = module.model.config
+    out: dict[str, Any] = {
+        "sizes": {"n_layer": c.n_layer, "n_head": c.n_head, "n_embd": c.n_embd, "block_size": c.block_size,
+                  "batch_size": data.batch_size, "vocab_size": c.vocab_size, "n_params": module.model.num_params()},
+        "precision": cfg.trainer.precision, "overrides": overrides,
+    }
+    sections: dict[str, Callable[[], Any]] = {
+        "hf": lambda: bench_hf(b, module, batches),
+        "variants": lambda: bench_variants(b, overrides, module, batches),
+        "bf16": lambda: bench_bf16(b, module, batches),
+        "lightning": lambda: bench_lightning(b, overrides, args.run_steps or SIZES[name].run_steps,
+                                             args.repeats or SIZES[name].repeats),
+        "compile": lambda: bench_compile(b, module, batches),
+    }
+    for key, fn in sections.items():
+        if (key == "bf16" and b.device.type != "cpu") or (key == "compile" and not args.compile):
+            continue  # bf16: a GPU already trains in bf16
+        print(f"[ablate-bench] {name}: {key} ...", file=sys.stderr, flush=True)
+        out[key] = fn()
+    base = next(row for row in out["variants"] if row["baseline"])
+    rate = rates["fp32" if b.amp is None else "bf16"]
+    out["flops"] = bench_flops(module, base["tokens_per_s"], args.peak_flops, rate)
+    if "bf16" in out:
+        out["flops"]["bf16_fraction_of_bf16_matmul_rate"] = (
+            module.flops_per_token * out["bf16"]["bf16"]["tokens_per_s"] / rates["bf16"])
+    return out
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    p = ArgumentParser(prog="ablate-bench", description=__doc__.split("\n\n")[1])
+    p.add_argument("--size", help=f"comma-separated, of: {', '.join(SIZES)} (default: cpu-small,cpu-large on a "
+                                  f"CPU, gpt2-small on a GPU)")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
+    p.add_argument("--steps", type=int, default=20, help="timed steps per arm of each paired comparison")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps per arm before timing")
+    p.add_argument("--run-steps", type=int, help="steps of each whole training run (Lightning overhead)")
+    p.add_argument("--repeats", type=int, help="plain/Lightning run pairs per mode (median; default: per size)")
+    p.add_argument("--threads", type=int, help="torch threads (default: PyTorch's)")
+    p.add_argument("--batch-size", type=int, help="override the size's batch size")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, help="time torch.compile (default: on)")
+    p.add_argument("--peak-flops", type=float, help="the GPU's bf16 dense peak in FLOP/s, for MFU")
+    p.add_argument("--quick", action="store_true", help="a tiny size, 3 steps each, no compile unless asked (tests)")
+    p.add_argument("--out", default="reports/benchmarks", help="folder for <device>.md and <device>.json")
+    args = p.parse_args(argv)
+    if args.repeats is not None and args.repeats < 1:
+        p.error(f"--repeats {args.repeats}: must be at least 1 (pairs of whole runs per mode)")
+    if args.quick:
+        args.size, args.steps, args.warmup = "quick", 3, 1
+    args.compile = not args.quick if args.compile is None else args.compile
+    args.device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.device.type == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device is available; use --device cpu")
+    args.size = (args.size or ("gpt2-small" if args.device.type == "cuda" else "cpu-small,cpu-large")).split(",")
+    for name in args.size:
+        if name not in SIZES:
+            p.error(f"--size {name!r} is unknown; choose from: {', '.join(SIZES)}")
+    if args.device.type == "cuda" and args.peak_flops is None:
+        args.peak_flops = peak_bf16(torch.cuda.get_device_name(args.device))
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console entry point: measure everything, then write ``<out>/<device>.md`` and ``.json``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    load, others = os.getloadavg()[0], others_cpu_use()
+    try:
+        import_user_modules()  # variants registered by the user are benchmarked too
+    except AblateError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = args.device
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high")  # as ablate.train.run does
+    n, probe = 256 if args.quick else 2048, Bench(device, None, 0, 0)
+    rates = {"fp32": probe.matmul_rate(n, torch.float32), "bf16": probe.matmul_rate(n, torch.bfloat16)}
+    report: dict[str, Any] = {
+        "command": " ".join(["ablate-bench", *argv]), "device": device.type, **environment(device),
+        "load_avg_1min_start": load, "others_cpu_use_start": others, "warnings": [],
+        "steps": args.steps, "warmup": args.warmup, "matmul_flops_per_s": {**rates, "n": n}, "sizes": {},
+    }
+    busy_start = others > 0.2 if others is not None else load > 0.5  # the load average only without /proc/stat
+    if busy_start:
+        busy = f"other processes used {others:.2f} CPUs" if others is not None else f"the load average was {load:.2f}"
+        report["warnings"].append(f"{busy} at start: another process was busy, so these timings are not to be "
+                                  f"trusted; rerun on a quiet machine")
+    for name in args.size:
+        # the size's training precision: bf16-mixed on GPUs (DEVICE_OVERRIDES), fp32 on CPUs
+        b = Bench(device, torch.bfloat16 if device.type == "cuda" else None, args.steps, args.warmup)
+        report["sizes"][name] = bench_size(b, name, args, rates)
+    out = Path(args.out)
+    atomic_write_json(out / f"{device.type}.json", report)
+    atomic_write_text(out / f"{device.type}.md", markdown(report))
+    print(f"[ablate-bench] wrote {out / device.type}.md and .json", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

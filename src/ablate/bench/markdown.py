@@ -1,0 +1,116 @@
+"""The benchmark's report as markdown (``<out>/<device>.md``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    return [*lines, *("| " + " | ".join(str(cell) for cell in row) + " |" for row in rows), ""]
+
+
+def _gflops(flops_per_s: float) -> str:
+    return f"{flops_per_s / 1e9:,.0f}" if flops_per_s >= 1e10 else f"{flops_per_s / 1e9:.2g}"
+
+
+def _x(ratio: float) -> str:
+    return f"{ratio:.2f}×"
+
+
+def _size_markdown(name: str, s: dict[str, Any], device: str) -> list[str]:
+    z, hf, lt, f = s["sizes"], s["hf"], s["lightning"], s["flops"]
+    lines = [f"## {name}: {z['n_layer']} layers, {z['n_head']} heads, {z['n_embd']} dims, block {z['block_size']}, "
+             f"batch {z['batch_size']} (vocab {z['vocab_size']}, {z['n_params'] / 1e6:.2f}M parameters, "
+             f"{s['precision']})", "", "### ablate vs Hugging Face: one training step", ""]
+    if hf["status"] != "ok":
+        lines += [hf["status"], ""]
+    else:
+        lines += [f"Same weights (losses differ by {hf['loss_diff_same_weights']:.1e}), same batches, dropout 0, "
+                  f"`model.train()`, {s['precision']}, the same torch AdamW (ablate's settings and decay groups). "
+                  f"Hugging Face uses its default attention (`{hf['attn_implementation']}`) and `use_cache=False`; "
+                  f"both losses are `F.cross_entropy` on float logits. A step: forward, loss, backward, AdamW step, "
+                  f"zero_grad.", ""]
+        lines += _table(["model", "ms/step", "tokens/s", "time vs ablate"], [
+            [label, f"{hf[k]['ms_per_step']:.1f}", f"{hf[k]['tokens_per_s']:,.0f}", _x(hf[k]["ms_per_step"] /
+                                                                                      hf["ablate"]["ms_per_step"])]
+            for k, label in (("ablate", "ablate `gpt2`"), ("hf", "transformers `GPT2LMHeadModel` (`gelu_new`)"),
+                             ("hf_gelu_pytorch_tanh", "the same, `activation_function=gelu_pytorch_tanh`"))])
+    w, n = lt["with_eval"], lt["no_periodic_eval"]
+    lines += [
+        "### Lightning overhead: whole training runs", "",
+        f"`ablate.train.run` (Lightning Trainer, wandb offline, progress bar, metrics, checkpoints, evaluations) "
+        f"against a plain PyTorch loop doing the same computation (same data module, model, AdamW, LR schedule, "
+        f"clipping, LitGPT's diagnostics and evaluations; nothing logged or saved). {lt['run_steps']} steps, median "
+        f"of {lt['repeats']} pair(s) run alternately after an untimed warm-up pair; totals subtract nothing. With "
+        f"evaluation: every {lt['val_check_interval']} steps on `data.eval_batches` fixed batches plus a text sample, "
+        f"then the whole validation split. Without: periodic evaluation set beyond `max_steps`; the final "
+        f"whole-split evaluation still runs, listed apart. Lightning's parts are timed by a `Trainer` subclass.", "",
+    ]
+    parts = [("setup_teardown_s", "set-up and teardown"), ("train_s", "training (Lightning: `fit` less evaluations)"),
+             ("periodic_eval_s", "periodic evaluation"), ("final_eval_s", "final whole-split evaluation")]
+    rows = []
+    for label, m in (("with evaluation", w), ("without periodic evaluation", n)):
+        rows.append([f"**{label}: whole run**", f"{m['plain']['total_s']:.2f}", f"{m['lightning']['total_s']:.2f}",
+                     f"**{_x(m['ratio_total'])}**"])
+        rows += [[f"&nbsp; {lab}", f"{m['plain'][k]:.2f}", f"{m['lightning'][k]:.2f}",
+                  _x(m["ratio_train"]) if k == "train_s" else ""] for k, lab in parts]
+    lines += _table(["", "plain loop (s)", "`ablate.train.run` (s)", "ratio"], rows)
+    lines += ["Target: ≤ 1.05× (5% overhead).", "", "### Every variant of every slot, alone in `gpt2`", "",
+              "Each variant alternates step by step with the `gpt2` preset. Memory: " + (
+                  "weights and AdamW state plus `torch.cuda.max_memory_allocated`'s rise during one step. "
+                  if device == "cuda" else
+                  "estimated from tensors: weights, gradients, AdamW state and the activations autograd saves for "
+                  "backward (`saved_tensors_hooks`, distinct storages); transient buffers are not counted. ")
+              + "Matrix FLOPs: forward and backward counted by `torch.utils.flop_counter`"
+              + ("" if device == "cuda" else " (without attention, which it cannot count on CPUs)")
+              + "; elementwise work is in the notes. ⚠: over 10% slower without more matrix FLOPs.", ""]
+    lines += _table(
+        ["slot", "variant", "tokens/s", "gpt2 tokens/s (paired)", "speed vs gpt2", "memory (MiB)", "vs gpt2",
+         "matrix FLOPs vs gpt2", "note"],
+        [[r["slot"], f"**{r['variant']}** (gpt2)" if r["baseline"] else r["variant"],
+          f"{r['tokens_per_s']:,.0f}", f"{r['gpt2_tokens_per_s']:,.0f}" if "gpt2_tokens_per_s" in r else "",
+          _x(r["ratio_tokens_per_s"]) + (" ⚠" if r["suspect"] else ""), f"{r['memory_bytes'] / 2**20:.1f}",
+          _x(r["ratio_memory_bytes"]), _x(r["ratio_matrix_flops"]), r["note"]] for r in s["variants"]])
+    lines += ["### FLOPs", "",
+              f"`LitGPT.flops_per_token` (forward + backward, counted by PyTorch's FLOP counter on a meta copy of the "
+              f"model, attention included) = {f['flops_per_token'] / 1e6:.2f} MFLOPs × "
+              f"{f['tokens_per_s']:,.0f} tokens/s (the `gpt2` rows) = {f['flops_per_s'] / 1e9:,.1f} GFLOP/s: "
+              f"{100 * f['fraction_of_matmul_rate']:.1f}% of the measured {'bf16' if device == 'cuda' else 'fp32'} "
+              f"matrix-product rate"
+              + (f", MFU {100 * f['mfu']:.1f}% of {f['peak_flops'] / 1e12:.0f} TFLOP/s (bf16 dense peak)" if f["mfu"]
+                 else ", MFU unknown for this card (pass `--peak-flops`)" if device == "cuda" else "")
+              + (f"; in bf16 autocast {100 * f['bf16_fraction_of_bf16_matmul_rate']:.1f}% of the bf16 rate"
+                 if "bf16_fraction_of_bf16_matmul_rate" in f else "") + ".", ""]
+    for key, title, (a, b) in (("bf16", "bf16 autocast on the CPU", ("fp32", "bf16")),
+                               ("compile", "`model.compile()` (the model, not the LightningModule)",
+                                ("eager", "compiled"))):
+        if key in s:
+            r = s[key]
+            lines += [f"### {title}", "", r["status"] if r["status"] != "ok" else
+                      f"`gpt2`, same weights, alternating: {a} {r[a]['ms_per_step']:.1f} ms/step, {b} "
+                      f"{r[b]['ms_per_step']:.1f} ms/step: speed-up **{_x(r['ratio_speedup'])}**"
+                      + (f"; compiling (the first step) took {r['compile_s']:.1f} s." if key == "compile" else "."), ""]
+    return lines
+
+
+def markdown(report: dict[str, Any]) -> str:
+    m, v, mm = report["machine"], report["versions"], report["matmul_flops_per_s"]
+    lines = [f"# ablate benchmark: {report['device']}", "", *(f"> **Warning:** {w}\n" for w in report["warnings"]),
+             f"- Command: `{report['command']}`",
+             f"- Machine: {m['cpu']}, {m['cores']} cores, {m['torch_threads']} torch threads, "
+             f"GPU: {m['gpu'] or 'none'}",
+             "- Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
+             f"- At start: 1-minute load average {report['load_avg_1min_start']:.2f} (this process's start-up "
+             f"included); other processes' CPU use over 2 s " + (f"{report['others_cpu_use_start']:.2f} CPUs"
+             if report.get("others_cpu_use_start") is not None else "not measured (no /proc/stat)"),
+             f"- Timing: median of {report['steps']} steps per arm after {report['warmup']} warm-up step(s) per arm; "
+             f"the arms of a comparison alternate step by step (A B A B ...), all in one process.",
+             f"- Matrix product {mm['n']}×{mm['n']}, best of 5: fp32 {_gflops(mm['fp32'])} GFLOP/s, "
+             f"bf16 {_gflops(mm['bf16'])} GFLOP/s"
+             + (" (bf16 emulated: this CPU has no native bf16 matrix units)" if mm["bf16"] < mm["fp32"] / 4 else ""),
+             ""]
+    for name, s in report["sizes"].items():
+        lines += _size_markdown(name, s, report["device"])
+    return "\n".join(lines)
