@@ -134,6 +134,10 @@ class Summary(TypedDict, total=False):
     val_loss_final: float
     tokens_per_sec: float
     wall_time_s: float
+    # timed by records.RunClock
+    time_to_first_step_s: float  # from the process's start (or the previous run's end in the same process)
+    eval_time_s: float  # evaluations during training, every attempt
+    final_eval_time_s: float  # the final whole-split evaluation
 
 
 def read_summary(run_dir: Path) -> dict[str, Any]:

@@ -6,16 +6,20 @@
   growing with the run).
 - ``metrics.csv``: every logged metric, one row per step, rewritten atomically with the summary.
 - ``samples.txt``: the text generated at each evaluation.
+- ``RunClock`` adds to ``summary.json`` the time to the first training step (also printed once) and the time
+  spent evaluating, during training and at the end.
 
 These files are what ``ablate-report`` reads; wandb holds the same numbers for the UI.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 from lightning.pytorch.loggers.logger import Logger
 from lightning.pytorch.utilities import rank_zero_only
 
@@ -47,7 +51,7 @@ class RunRecord(Logger):
         if resume:
             self.rows = read_metrics(self.out_dir)
             old = read_summary(self.out_dir)
-            carried = {k: old[k] for k in ("wall_time_s", "wandb_id") if k in old}
+            carried = {k: old[k] for k in ("wall_time_s", "wandb_id", "eval_time_s") if k in old}
             self.start -= carried.get("wall_time_s", 0.0)  # wall time counts every attempt
             carried["resumed"] = old.get("resumed", 0) + 1
         self.summary: Summary = {**summary, **carried, "status": "running"}
@@ -106,9 +110,68 @@ class RunRecord(Logger):
     def close(self, status: str, error: str | None = None, steps: int | None = None) -> None:
         """The run's end: its status, the error that ended it, the steps the trainer took (which the logged
         rows may undercount, as they log every few steps)."""
+        global _previous_run_end
         self.steps = steps
         self.summary["status"] = status
         if error:
             self.summary["error"] = error
         self.write()
+        _previous_run_end = time.time()
 
+
+
+# -- time to the first step, time evaluating --------------------------------------------------------------
+_IMPORTED = time.time()
+_previous_run_end: float | None = None  # set by RunRecord.close: a process may run several runs (sweeps)
+
+
+def process_start() -> float:
+    """When this process started, as Unix time: Linux's start time of the process (/proc/self/stat, in clock
+    ticks since boot, against /proc/uptime); elsewhere, or where the two disagree, when this module was imported."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        start = time.time() - (uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return _IMPORTED
+    # a container may show the host's boot clock in one file and its own in the other
+    return start if _IMPORTED - 3600 < start <= _IMPORTED else _IMPORTED
+
+
+class RunClock(L.Callback):
+    """Records in the run's ``summary.json`` how long the run took to reach the end of its first training step
+    (``time_to_first_step_s``, printed once), counted from the process's start, or, in a process that ran a run
+    before (a sweep's jobs), from that run's end; and the seconds spent in evaluations during training
+    (``eval_time_s``, every attempt of a resumed run) and in the final whole-split evaluation
+    (``final_eval_time_s``)."""
+
+    def __init__(self) -> None:
+        self.since = _previous_run_end or process_start()
+        self.first_step_done = False
+        self.eval_start = 0.0
+
+    @staticmethod
+    def _record(trainer: L.Trainer) -> RunRecord | None:
+        return next((lg for lg in trainer.loggers if isinstance(lg, RunRecord)), None)
+
+    @rank_zero_only
+    def on_train_batch_end(self, trainer: L.Trainer, *_: Any) -> None:
+        if self.first_step_done:
+            return
+        self.first_step_done = True
+        seconds = round(time.time() - self.since, 3)
+        if (record := self._record(trainer)) is not None:
+            record.summary["time_to_first_step_s"] = seconds
+        since = "the previous run's end" if self.since == _previous_run_end else "the process's start"
+        print(f"time to first training step: {seconds:.2f} s after {since}")
+
+    @rank_zero_only
+    def on_validation_start(self, *_: Any) -> None:
+        self.eval_start = time.perf_counter()
+
+    @rank_zero_only
+    def on_validation_end(self, trainer: L.Trainer, *_: Any) -> None:
+        if (record := self._record(trainer)) is None:
+            return
+        key = "eval_time_s" if trainer.state.fn == "fit" else "final_eval_time_s"
+        record.summary[key] = round(record.summary.get(key, 0.0) + time.perf_counter() - self.eval_start, 3)

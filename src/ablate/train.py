@@ -295,6 +295,7 @@ def _train(
 
     from ablate.checkpoints import LAST, AtomicCheckpointIO, LastCheckpoint
     from ablate.lit import RichBar, TrainingThroughput
+    from ablate.records import RunClock
 
     record, module, datamodule = loggers[0], built.module, built.datamodule
     checkpoint = LastCheckpoint(output_dir / "checkpoints" / LAST)
@@ -304,6 +305,7 @@ def _train(
         logger=loggers,
         callbacks=[
             TrainingThroughput(),
+            RunClock(),
             checkpoint,
             # ours unless the caller brings a progress bar (Lightning allows one)
             *([RichBar()] if bar else []),

@@ -1,0 +1,40 @@
+"""Every run records (and prints once) its time to the first training step, counted from the process's start, and
+the time it spent evaluating: ``records.RunClock``."""
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import TINY, cli
+
+
+def test_the_clock_starts_with_the_process_not_with_the_import():
+    """A process that sleeps 1.5 s before importing ablate is 1.5 s old when it asks (not 0, as an import-time clock
+    would say); the imports after the sleep make it a little older still."""
+    code = ("import time; time.sleep(1.5)\n"
+            "from ablate.records import process_start\n"
+            "print(time.time() - process_start())")
+    age = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert 1.5 <= age < 1.5 + 60
+
+
+@pytest.mark.slow
+def test_a_run_records_and_prints_its_time_to_the_first_step_and_its_evaluations(tmp_path):
+    start = time.time()
+    result = cli("ablate-train", *TINY, "trainer.max_steps=6", "trainer.val_check_interval=3", "data.eval_batches=2",
+                 "sample.max_new_tokens=4", "optim.warmup_steps=2", "data.val_fraction=0.01", "logger.mode=disabled",
+                 f"hydra.run.dir={tmp_path}", cwd=tmp_path)
+    elapsed = time.time() - start
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+
+    # printed once, with the recorded value
+    printed = [line for line in result.stdout.splitlines() if line.startswith("time to first training step:")]
+    assert printed == [f"time to first training step: {summary['time_to_first_step_s']:.2f} s after the process's "
+                       f"start"]
+    assert 0 < summary["time_to_first_step_s"] < elapsed  # the process's start is when process_start says (above)
+    # two evaluations during training (steps 3 and 6), one over the whole validation split at the end
+    assert summary["eval_time_s"] > 0 and summary["final_eval_time_s"] > 0
+    assert summary["eval_time_s"] + summary["final_eval_time_s"] < summary["wall_time_s"]
