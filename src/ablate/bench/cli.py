@@ -11,6 +11,7 @@ busy process slows a step many-fold (the report warns when another process used 
     ablate-bench                        # CPU: cpu-small and cpu-large; GPU: gpt2-small (bf16)
     ablate-bench --size cpu-small --no-compile --out /tmp/bench
     ablate-bench --quick --out /tmp/b   # a tiny smoke run (the test's)
+    ablate-bench --nanogpt ~/nanoGPT    # whole ablate-train processes against nanoGPT's train.py: nanogpt.md
 """
 
 
@@ -30,13 +31,14 @@ from omegaconf import OmegaConf
 from ablate.atomic import atomic_write_json, atomic_write_text
 from ablate.bench.harness import Bench
 from ablate.bench.machine import environment, others_cpu_use, peak_bf16
-from ablate.bench.markdown import markdown
+from ablate.bench.markdown import markdown, nanogpt_markdown
 from ablate.bench.models import DEVICE_OVERRIDES, SIZES, build, compose_config
+from ablate.bench.nanogpt import checkout_commit, compare
 from ablate.bench.overhead import bench_lightning
 from ablate.bench.peers import bench_hf
 from ablate.bench.variants import bench_bf16, bench_compile, bench_flops, bench_variants
 from ablate.config import import_user_modules
-from ablate.data import make_datamodule
+from ablate.data import default_text_path, make_datamodule
 from ablate.errors import AblateError, ArgumentParser
 
 
@@ -93,7 +95,21 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--peak-flops", type=float, help="the GPU's bf16 dense peak in FLOP/s, for MFU")
     p.add_argument("--quick", action="store_true", help="a tiny size, 3 steps each, no compile unless asked (tests)")
     p.add_argument("--out", default="reports/benchmarks", help="folder for <device>.md and <device>.json")
+    p.add_argument("--nanogpt", type=Path, metavar="PATH",
+                   help="instead: whole ablate-train processes against the train.py of this nanoGPT checkout, into "
+                        "<out>/nanogpt.md and .json")
+    p.add_argument("--pairs", type=int, default=2, help="with --nanogpt: pairs of whole runs (median; at least 2)")
+    p.add_argument("--nanogpt-arg", action="append", default=[], metavar="ARG",
+                   help="with --nanogpt: one more argument for nanoGPT's train.py, e.g. --nanogpt-arg=--max_iters=50")
+    p.add_argument("--ablate-arg", action="append", default=[], metavar="ARG",
+                   help="with --nanogpt: one more argument for ablate-train, e.g. --ablate-arg=trainer.max_steps=50")
     args = p.parse_args(argv)
+    if args.nanogpt is None and (args.nanogpt_arg or args.ablate_arg):
+        p.error("--nanogpt-arg and --ablate-arg go with --nanogpt PATH")
+    if args.nanogpt is not None and (args.size or args.quick):
+        p.error("--nanogpt runs whole processes at ablate's default size; leave out --size and --quick")
+    if args.pairs < 2:
+        p.error(f"--pairs {args.pairs}: must be at least 2 (pairs of whole runs, alternating)")
     if args.repeats is not None and args.repeats < 1:
         p.error(f"--repeats {args.repeats}: must be at least 1 (pairs of whole runs per mode)")
     if args.quick:
@@ -121,6 +137,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except AblateError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    if args.nanogpt is not None:
+        write_nanogpt(args, argv, load, others)
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     device = args.device
@@ -133,11 +152,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "load_avg_1min_start": load, "others_cpu_use_start": others, "warnings": [],
         "steps": args.steps, "warmup": args.warmup, "matmul_flops_per_s": {**rates, "n": n}, "sizes": {},
     }
-    busy_start = others > 0.2 if others is not None else load > 0.5  # the load average only without /proc/stat
-    if busy_start:
-        busy = f"other processes used {others:.2f} CPUs" if others is not None else f"the load average was {load:.2f}"
-        report["warnings"].append(f"{busy} at start: another process was busy, so these timings are not to be "
-                                  f"trusted; rerun on a quiet machine")
+    report["warnings"] += busy_warning(load, others)
     for name in args.size:
         # the size's training precision: bf16-mixed on GPUs (DEVICE_OVERRIDES), fp32 on CPUs
         b = Bench(device, torch.bfloat16 if device.type == "cuda" else None, args.steps, args.warmup)
@@ -146,6 +161,37 @@ def main(argv: Sequence[str] | None = None) -> None:
     atomic_write_json(out / f"{device.type}.json", report)
     atomic_write_text(out / f"{device.type}.md", markdown(report))
     print(f"[ablate-bench] wrote {out / device.type}.md and .json", file=sys.stderr)
+
+
+def busy_warning(load: float, others: float | None) -> list[str]:
+    """A warning when another process kept the CPUs busy at start (the load average only without /proc/stat)."""
+    if not (others > 0.2 if others is not None else load > 0.5):
+        return []
+    busy = f"other processes used {others:.2f} CPUs" if others is not None else f"the load average was {load:.2f}"
+    return [f"{busy} at start: another process was busy, so these timings are not to be trusted; rerun on a quiet "
+            f"machine"]
+
+
+def write_nanogpt(args: argparse.Namespace, argv: Sequence[str], load: float, others: float | None) -> None:
+    """``--nanogpt``: the whole-process comparison, into ``<out>/nanogpt.md`` and ``.json``."""
+    checkout = args.nanogpt.expanduser().resolve()
+    try:
+        result = compare(checkout, default_text_path().read_text(encoding="utf-8"), args.pairs, args.nanogpt_arg,
+                         args.ablate_arg)
+    except AblateError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    warnings = busy_warning(load, others)
+    if torch.cuda.is_available() and not any(a.startswith("trainer.accelerator=") for a in args.ablate_arg):
+        warnings.append("a GPU is present: ablate-train trained on it while nanoGPT ran on the CPU (--device=cpu); "
+                        "pass --ablate-arg=trainer.accelerator=cpu to compare like with like")
+    report = {"command": " ".join(["ablate-bench", *argv]), **environment(torch.device("cpu")),
+              "load_avg_1min_start": load, "others_cpu_use_start": others, "warnings": warnings,
+              "nanogpt": {"path": str(checkout), "commit": checkout_commit(checkout)}, **result}
+    out = Path(args.out)
+    atomic_write_json(out / "nanogpt.json", report)
+    atomic_write_text(out / "nanogpt.md", nanogpt_markdown(report))
+    print(f"[ablate-bench] wrote {out / 'nanogpt'}.md and .json", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -95,16 +95,22 @@ def _size_markdown(name: str, s: dict[str, Any], device: str) -> list[str]:
     return lines
 
 
+def _preamble(title: str, report: dict[str, Any]) -> list[str]:
+    """The title, any warnings, the command, the machine, the versions and how busy the machine was at start."""
+    m, v = report["machine"], report["versions"]
+    return [f"# {title}", "", *(f"> **Warning:** {w}\n" for w in report["warnings"]),
+            f"- Command: `{report['command']}`",
+            f"- Machine: {m['cpu']}, {m['cores']} cores, {m['torch_threads']} torch threads, "
+            f"GPU: {m['gpu'] or 'none'}",
+            "- Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
+            f"- At start: 1-minute load average {report['load_avg_1min_start']:.2f} (this process's start-up "
+            f"included); other processes' CPU use over 2 s " + (f"{report['others_cpu_use_start']:.2f} CPUs"
+            if report.get("others_cpu_use_start") is not None else "not measured (no /proc/stat)")]
+
+
 def markdown(report: dict[str, Any]) -> str:
-    m, v, mm = report["machine"], report["versions"], report["matmul_flops_per_s"]
-    lines = [f"# ablate benchmark: {report['device']}", "", *(f"> **Warning:** {w}\n" for w in report["warnings"]),
-             f"- Command: `{report['command']}`",
-             f"- Machine: {m['cpu']}, {m['cores']} cores, {m['torch_threads']} torch threads, "
-             f"GPU: {m['gpu'] or 'none'}",
-             "- Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
-             f"- At start: 1-minute load average {report['load_avg_1min_start']:.2f} (this process's start-up "
-             f"included); other processes' CPU use over 2 s " + (f"{report['others_cpu_use_start']:.2f} CPUs"
-             if report.get("others_cpu_use_start") is not None else "not measured (no /proc/stat)"),
+    mm = report["matmul_flops_per_s"]
+    lines = [*_preamble(f"ablate benchmark: {report['device']}", report),
              f"- Timing: median of {report['steps']} steps per arm after {report['warmup']} warm-up step(s) per arm; "
              f"the arms of a comparison alternate step by step (A B A B ...), all in one process.",
              f"- Matrix product {mm['n']}×{mm['n']}, best of 5: fp32 {_gflops(mm['fp32'])} GFLOP/s, "
@@ -113,4 +119,67 @@ def markdown(report: dict[str, Any]) -> str:
              ""]
     for name, s in report["sizes"].items():
         lines += _size_markdown(name, s, report["device"])
+    return "\n".join(lines)
+
+
+def _num(value: float | None, fmt: str = ".2f", scale: float = 1.0) -> str:
+    return "n/a" if value is None else f"{value * scale:{fmt}}"
+
+
+def nanogpt_markdown(report: dict[str, Any]) -> str:
+    """The whole-process comparison with nanoGPT (``<out>/nanogpt.md``)."""
+    n, a, d, ng = report["median"]["nanogpt"], report["median"]["ablate"], report["data"], report["nanogpt"]
+
+    def ratio(key: str) -> str:
+        return _x(a[key] / n[key]) if a.get(key) and n.get(key) else ""
+
+    lines = [*_preamble("ablate-train against nanoGPT: whole processes", report),
+             f"- nanoGPT: `{ng['path']}` at commit {ng['commit'] or 'unknown (not a git work tree)'}, run by the same "
+             f"Python and torch as ablate",
+             f"- Data: the tiny Shakespeare ablate ships; for nanoGPT, made into `train.bin`, `val.bin` and `meta.pkl` "
+             f"as its `data/shakespeare_char/prepare.py` makes them (vocabulary {d['vocab_size']}, "
+             f"{d['train_tokens']:,} training and {d['val_tokens']:,} validation tokens), in a temporary folder",
+             f"- nanoGPT: `{report['commands']['nanogpt']}`",
+             f"- ablate: `{report['commands']['ablate']}` (in an empty folder)",
+             f"- Timing: {report['pairs']} pairs of whole processes, alternating (nanoGPT, ablate, nanoGPT, ...) after "
+             f"one short untimed run of each; medians over the pairs. Wall time is measured from outside, launch to "
+             f"exit; the other times are read from what each process states (below).", ""]
+    lines += _table(["", "nanoGPT `train.py`", "`ablate-train`", "ablate / nanoGPT"], [
+        ["wall time (s)", _num(n["wall_s"]), _num(a["wall_s"]), ratio("wall_s")],
+        ["time to the first training step (s)",
+         _num(n["time_to_first_step_s"]) + (f" (its step-0 evaluation ≈ {n['step0_eval_s']:.2f})"
+                                            if n.get("step0_eval_s") is not None else ""),
+         _num(a["time_to_first_step_s"]), ratio("time_to_first_step_s")],
+        ["time per training step (ms)", _num(n["time_per_step_s"], ".1f", 1e3), _num(a["time_per_step_s"], ".1f", 1e3),
+         ratio("time_per_step_s")],
+        ["training steps", n["steps"], a["steps"], ""],
+        ["evaluation during training (s)", f"≈ {_num(n['eval_time_s'])} ({n['evals']} evaluations)",
+         _num(a["eval_time_s"]), ""],
+        ["final evaluation (s)", "none", f"{_num(a['final_eval_time_s'])} (the whole validation split)", ""],
+        ["final validation loss", f"{n['val_loss_last_eval']:.4f} (train {n['train_loss_last_eval']:.4f}), step "
+         f"{n['last_eval_step']}", f"{_num(a['val_loss_last_eval'], '.4f')} (whole split "
+         f"{_num(a['val_loss_whole_split'], '.4f')})", ""],
+    ])
+    lines += ["Each run:", ""]
+    lines += _table(["run", "wall (s)", "to first step (s)", "ms/step", "evaluation (s)", "validation loss"], [
+        [f"{side} {i + 1}", _num(r["wall_s"]), _num(r["time_to_first_step_s"]), _num(r["time_per_step_s"], ".1f", 1e3),
+         _num(r["eval_time_s"]), _num(r["val_loss_last_eval"], ".4f")]
+        for i in range(report["pairs"]) for side in ("nanogpt", "ablate") for r in [report["runs"][side][i]]])
+    lines += [
+        "How each number is read, and what differs between the two:", "",
+        "- nanoGPT's time to the first step is from launch to its `iter 0` line, which it prints after evaluating "
+        "both splits at step 0 and taking its first step; ablate's is its record's `time_to_first_step_s`, from the "
+        "process's start to the end of its first step (it does not evaluate before training).",
+        "- nanoGPT's time per step is the median of its `iter N: ... time Xms` lines (every `log_interval` steps), "
+        "leaving out step 0 and the steps that also evaluated; ablate's is the median over its logged rows of its "
+        "training clock (`train/time` in `metrics.csv`, evaluations excluded) per step.",
+        "- nanoGPT prints no evaluation time: it is estimated as the time of each step that evaluated less the median "
+        "step. It evaluates `eval_iters` random batches of each split at step 0 and every `eval_interval` steps, "
+        "saving a checkpoint when the validation loss improves. ablate evaluates `data.eval_batches` fixed validation "
+        "batches every `trainer.val_check_interval` steps, writes a text sample and a checkpoint each time, and at "
+        "the end evaluates the whole validation split (`eval_time_s`, `final_eval_time_s` in its record).",
+        "- nanoGPT trains one step more than `max_iters` (steps 0 to `max_iters`); its losses are means over random "
+        "batches, ablate's over fixed ones, so the two losses differ by sampling as well as by training.",
+        "- ablate also writes its record, `metrics.csv` and an offline wandb run as it goes; both run on all the "
+        "machine's cores with PyTorch's default threads.", ""]
     return "\n".join(lines)

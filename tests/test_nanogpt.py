@@ -1,0 +1,209 @@
+"""``ablate-bench --nanogpt``: nanoGPT's data made as its ``prepare.py`` makes it, its output read as it prints it,
+the runs alternated and the report assembled; and, given a real nanoGPT checkout (``ABLATE_NANOGPT=path``), the
+whole comparison end to end at a tiny size. CI has no checkout (nanoGPT's code is not part of this project), so
+that test is skipped there; nothing stands in for nanoGPT."""
+
+import csv
+import json
+import os
+import pickle
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import TINY, cli, one_line_error
+
+from ablate.bench.markdown import nanogpt_markdown
+from ablate.bench.nanogpt import (
+    alternate,
+    check_checkout,
+    medians,
+    parse_ablate,
+    parse_nanogpt,
+    prepare_shakespeare_char,
+)
+from ablate.data import default_text_path
+from ablate.errors import AblateError
+
+FIXTURES = Path(__file__).parent / "fixtures" / "nanogpt"
+CHECKOUT = os.environ.get("ABLATE_NANOGPT")
+needs_checkout = pytest.mark.skipif(not CHECKOUT, reason="set ABLATE_NANOGPT to a nanoGPT checkout to run nanoGPT")
+
+
+def nanogpts_prepare(input_txt: Path, out: Path) -> None:
+    """nanoGPT's data/shakespeare_char/prepare.py (commit 3adf61e) as published, step by step, minus the download."""
+    with open(input_txt) as f:
+        data = f.read()
+    chars = sorted(list(set(data)))
+    vocab_size = len(chars)
+    stoi = {ch: i for i, ch in enumerate(chars)}
+    itos = {i: ch for i, ch in enumerate(chars)}
+    n = len(data)
+    train_data, val_data = data[:int(n * 0.9)], data[int(n * 0.9):]
+    train_ids = np.array([stoi[c] for c in train_data], dtype=np.uint16)
+    val_ids = np.array([stoi[c] for c in val_data], dtype=np.uint16)
+    train_ids.tofile(out / "train.bin")
+    val_ids.tofile(out / "val.bin")
+    meta = {"vocab_size": vocab_size, "itos": itos, "stoi": stoi}
+    with open(out / "meta.pkl", "wb") as f:
+        pickle.dump(meta, f)
+
+
+FILES = ("train.bin", "val.bin", "meta.pkl")
+
+
+def test_the_data_is_byte_for_byte_what_nanogpts_prepare_makes(tmp_path):
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    theirs.mkdir()
+    sizes = prepare_shakespeare_char(default_text_path().read_text(encoding="utf-8"), ours)
+    nanogpts_prepare(default_text_path(), theirs)
+    for name in FILES:
+        assert (ours / name).read_bytes() == (theirs / name).read_bytes(), name
+    # the numbers prepare.py states for tiny Shakespeare in its closing comment
+    assert sizes == {"vocab_size": 65, "train_tokens": 1003854, "val_tokens": 111540}
+    assert (ours / "train.bin").stat().st_size == 2 * 1003854
+
+
+@needs_checkout
+def test_the_data_is_byte_for_byte_what_the_checkouts_own_prepare_makes(tmp_path):
+    """The checkout's prepare.py, run on ablate's text (it downloads only when input.txt is missing)."""
+    folder = tmp_path / "shakespeare_char"
+    folder.mkdir()
+    shutil.copy(Path(CHECKOUT) / "data" / "shakespeare_char" / "prepare.py", folder)
+    shutil.copy(default_text_path(), folder / "input.txt")
+    subprocess.run([sys.executable, "prepare.py"], cwd=folder, check=True, capture_output=True)
+    prepare_shakespeare_char(default_text_path().read_text(encoding="utf-8"), tmp_path / "ours")
+    for name in FILES:
+        assert (tmp_path / "ours" / name).read_bytes() == (folder / name).read_bytes(), name
+
+
+def test_nanogpts_own_output_is_read():
+    """Lines a real nanoGPT run printed (tests/fixtures/nanogpt/README.md): steps 0-3, evaluations at 0 and 2."""
+    parsed = parse_nanogpt((FIXTURES / "train_stdout.txt").read_text())
+    step = statistics.median([2.348, 2.31782])  # iterations 1 and 3: neither evaluated
+    assert parsed == pytest.approx({
+        "steps": 4, "time_per_step_s": step,
+        "eval_time_s": (4.3765 - step) + (4.31809 - step), "step0_eval_s": 4.3765 - step,
+        "evals": 2, "evals_timed": 2,
+        "train_loss_last_eval": 4.1048, "val_loss_last_eval": 4.1346, "last_eval_step": 2,
+    })
+
+
+def test_output_that_is_not_nanogpts_is_refused():
+    with pytest.raises(AblateError, match="is it nanoGPT's train.py"):
+        parse_nanogpt("Epoch 1: loss 3.2\nstep 0: train loss 4.1, val loss 4.2\n")
+
+
+def test_a_folder_that_is_not_a_checkout_is_refused_naming_what_is_missing(tmp_path):
+    (tmp_path / "train.py").write_text("")
+    with pytest.raises(AblateError, match=r"not a nanoGPT checkout \(no model.py, configurator.py, "
+                                          r"config/train_shakespeare_char.py\)"):
+        check_checkout(tmp_path)
+
+
+def test_the_sides_alternate_and_their_medians_are_reported():
+    order = []
+
+    def side(name, values):
+        it = iter(values)
+        return lambda: order.append(name) or {"wall_s": next(it), "label": f"{name} {len(order)}", "eval_time_s": None}
+
+    runs = alternate({"nanogpt": side("nanogpt", [3.0, 1.0, 2.0]), "ablate": side("ablate", [10.0, 30.0, 20.0])}, 3)
+    assert order == ["nanogpt", "ablate"] * 3
+    assert [r["label"] for r in runs["ablate"]] == ["ablate 2", "ablate 4", "ablate 6"]
+    assert medians(runs["nanogpt"]) == {"wall_s": 2.0, "label": "nanogpt 1", "eval_time_s": None}
+    assert medians(runs["ablate"])["wall_s"] == 20.0
+    # two runs: the mean of the two; a count the same in both stays an integer
+    two = medians([{"wall_s": 1.0, "steps": 2001}, {"wall_s": 2.0, "steps": 2001}])
+    assert two == {"wall_s": 1.5, "steps": 2001} and isinstance(two["steps"], int)
+
+
+@pytest.mark.slow
+def test_an_ablate_runs_record_gives_its_numbers(compose_cfg, tmp_path):
+    from ablate.train import run
+
+    cfg = compose_cfg(*TINY, "trainer.max_steps=20", "trainer.val_check_interval=10", "trainer.log_every_n_steps=5",
+                      "trainer.enable_progress_bar=false", "data.eval_batches=2", "sample.max_new_tokens=4",
+                      "data.val_fraction=0.01", "logger.mode=disabled")
+    summary = run(cfg, tmp_path)
+    parsed = parse_ablate(tmp_path)
+    rows = [r for r in csv.DictReader(open(tmp_path / "metrics.csv")) if r.get("train/time")]
+    clock = [(int(r["step"]), float(r["train/time"])) for r in rows]
+    assert [s for s, _ in clock] == [4, 9, 14, 19]
+    assert parsed["time_per_step_s"] == pytest.approx(statistics.median(
+        (t1 - t0) / 5 for (_, t0), (_, t1) in zip(clock, clock[1:])))
+    assert parsed["steps"] == 20 and parsed["status"] == "completed"
+    for ours, theirs in (("time_to_first_step_s", "time_to_first_step_s"), ("eval_time_s", "eval_time_s"),
+                         ("final_eval_time_s", "final_eval_time_s"), ("val_loss_last_eval", "val_loss_last"),
+                         ("val_loss_whole_split", "val_loss_final")):
+        assert parsed[ours] == summary[theirs] and summary[theirs] > 0, ours
+
+
+def test_the_report_states_each_sides_numbers():
+    nanogpt = {"wall_s": 60.0, "time_to_first_step_s": 5.0, **parse_nanogpt((FIXTURES / "train_stdout.txt").read_text())}
+    ablate = {"wall_s": 90.0, "steps": 4, "time_per_step_s": 0.5, "time_to_first_step_s": 4.0, "eval_time_s": 1.5,
+              "final_eval_time_s": 2.5, "val_loss_last_eval": 3.9, "val_loss_whole_split": 3.8, "status": "completed"}
+    report = {
+        "command": "ablate-bench --nanogpt /n", "machine": {"cpu": "x", "cores": 2, "torch_threads": 2, "gpu": None},
+        "versions": {"torch": "2"}, "load_avg_1min_start": 0.1, "others_cpu_use_start": 0.0, "warnings": [],
+        "nanogpt": {"path": "/n", "commit": "abc"}, "pairs": 2,
+        "data": {"vocab_size": 65, "train_tokens": 1003854, "val_tokens": 111540},
+        "runs": {"nanogpt": [nanogpt, nanogpt], "ablate": [ablate, ablate]},
+        "median": {"nanogpt": nanogpt, "ablate": ablate},
+        "commands": {"nanogpt": "cd /n && python train.py ...", "ablate": "ablate-train"},
+    }
+    text = nanogpt_markdown(report)
+    assert "| wall time (s) | 60.00 | 90.00 | 1.50× |" in text
+    assert "| time to the first training step (s) | 5.00 (its step-0 evaluation ≈ 2.04) | 4.00 | 0.80× |" in text
+    assert "| time per training step (ms) | 2332.9 | 500.0 | 0.21× |" in text
+    assert "| final evaluation (s) | none | 2.50 (the whole validation split) |  |" in text
+    assert "| final validation loss | 4.1346 (train 4.1048), step 2 | 3.9000 (whole split 3.8000) |  |" in text
+    runs = [line for line in text.splitlines() if line.startswith(("| nanogpt ", "| ablate "))]
+    assert runs == ["| nanogpt 1 | 60.00 | 5.00 | 2332.9 | 4.03 | 4.1346 |", "| ablate 1 | 90.00 | 4.00 | 500.0 | 1.50 | 3.9000 |",
+                    "| nanogpt 2 | 60.00 | 5.00 | 2332.9 | 4.03 | 4.1346 |", "| ablate 2 | 90.00 | 4.00 | 500.0 | 1.50 | 3.9000 |"]
+    assert "1,003,854 training and 111,540 validation tokens" in text
+
+
+@pytest.mark.slow
+@needs_checkout
+def test_the_whole_comparison_runs_against_a_real_checkout(tmp_path):
+    """Tiny on both sides (4 steps, evaluations every 2): the driver, not a measurement."""
+    checkout = Path(CHECKOUT)
+    before = sorted(p.relative_to(checkout) for p in checkout.rglob("*"))
+    tiny_nanogpt = ["--max_iters=3", "--lr_decay_iters=3", "--eval_interval=2", "--eval_iters=2", "--log_interval=1"]
+    tiny_ablate = ["trainer.max_steps=4", "trainer.val_check_interval=2", "trainer.log_every_n_steps=1",
+                   "data.eval_batches=2", "sample.max_new_tokens=4", "data.val_fraction=0.01", "logger.mode=disabled"]
+    args = ["--nanogpt", str(checkout), "--out", str(tmp_path), *(f"--nanogpt-arg={a}" for a in tiny_nanogpt),
+            *(f"--ablate-arg={a}" for a in tiny_ablate)]
+    result = subprocess.run([str(Path(sys.executable).with_name("ablate-bench")), *args], capture_output=True,
+                            text=True, timeout=1800)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "nanogpt.json").read_text())
+    assert report["command"] == " ".join(["ablate-bench", *args])
+    for side in ("nanogpt", "ablate"):
+        assert len(report["runs"][side]) == 2
+        for r in report["runs"][side]:
+            assert r["steps"] == 4  # nanoGPT: steps 0 to max_iters
+            assert 0 < r["time_to_first_step_s"] < r["wall_s"]
+            assert 0 < r["time_per_step_s"] < r["wall_s"] and r["eval_time_s"] > 0
+    assert all(r["evals"] == 2 and r["last_eval_step"] == 2 for r in report["runs"]["nanogpt"])
+    assert all(r["final_eval_time_s"] > 0 for r in report["runs"]["ablate"])
+    assert report["data"] == {"vocab_size": 65, "train_tokens": 1003854, "val_tokens": 111540}
+    assert f"`{report['command']}`" in (tmp_path / "nanogpt.md").read_text()
+    assert sorted(p.relative_to(checkout) for p in checkout.rglob("*")) == before  # nothing written into it
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--nanogpt", "/no/such/folder"], "error: --nanogpt /no/such/folder: not a nanoGPT checkout (no train.py, "
+                                       "model.py, configurator.py, config/train_shakespeare_char.py)"),
+    (["--nanogpt", ".", "--pairs", "1"], "error: --pairs 1: must be at least 2"),
+    (["--ablate-arg=trainer.max_steps=3"], "error: --nanogpt-arg and --ablate-arg go with --nanogpt PATH"),
+    (["--nanogpt", ".", "--quick"], "error: --nanogpt runs whole processes at ablate's default size"),
+])
+def test_a_wrong_nanogpt_comparison_is_one_line(tmp_path, args, expected):
+    assert one_line_error(cli("ablate-bench", *args, "--out", str(tmp_path), cwd=tmp_path)).startswith(expected)
+    assert not list(tmp_path.iterdir())  # no report
