@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from ablate.bench.harness import Bench
 from ablate.bench.models import build, compose_config, make_optimizer, ours_loss
 from ablate.data import make_datamodule
+from ablate.lit import LitGPT
 from ablate.recipe import lr_at
 
 
@@ -59,6 +60,13 @@ class TimedTrainer(L.Trainer):
         return self._timed("validate_s", super().validate, *args, **kwargs)
 
 
+def plain_optimizer_and_schedule(module: LitGPT) -> tuple[torch.optim.Optimizer, Callable[[int], float]]:
+    """The plain loop's optimizer and its learning rate at each step: the training recipe's (``ablate.recipe``),
+    built from ``module``'s optim config as ``LitGPT.configure_optimizers`` and ``on_train_batch_start`` build them."""
+    optim = module.hparams.optim
+    return make_optimizer(module), lambda step: lr_at(step, optim)
+
+
 def plain_run(b: Bench, cfg: DictConfig) -> dict[str, float]:
     """What ``ablate.train.run`` computes, as a plain PyTorch loop: the same data module, LitGPT's model,
     optimizer, LR schedule and diagnostics, gradient clipping, periodic evaluations (with attention entropy
@@ -69,7 +77,7 @@ def plain_run(b: Bench, cfg: DictConfig) -> dict[str, float]:
     data.setup()
     module = build(cfg, data.tokenizer.state(), b.device)
     model, tr = module.model, cfg.trainer
-    optimizer = make_optimizer(module)
+    optimizer, lr_at_step = plain_optimizer_and_schedule(module)
 
     def evaluate(loader: Any, fitting: bool) -> float:  # LitGPT's validation_step and on_validation_epoch_end
         t0 = time.perf_counter()
@@ -97,7 +105,7 @@ def plain_run(b: Bench, cfg: DictConfig) -> dict[str, float]:
     model.train()
     for step, batch in zip(range(tr.max_steps), data.train_dataloader()):
         for group in optimizer.param_groups:  # LitGPT's schedule: a function of the step
-            group["lr"] = lr_at(step, module.hparams.optim)
+            group["lr"] = lr_at_step(step)
         batch = batch.to(b.device)
         with b.autocast(b.amp):
             loss = ours_loss(model, batch)
