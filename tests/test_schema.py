@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import cli, compose_config, one_line_error
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -129,6 +130,19 @@ def test_each_value_of_a_sweep_is_checked_before_any_run():
         check_overrides(["-m", "data.val_fraction=0.1,1.5"])
     with pytest.raises(ConfigError, match=r"^sweeps=search_lr: data\.batch_size=0 must be a positive integer"):
         check_overrides(["sweeps=search_lr", "data.batch_size=0"])
+
+
+def test_the_memory_probe_leaves_the_random_state_and_the_models_mode_as_they_were():
+    """The estimate runs the model once: with dropout on, a training-mode probe would draw random numbers (so a run
+    would no longer reproduce its records) and a module counting its training calls would count one more."""
+    cfg = compose_config("model.dropout=0.1")
+    model = GPT(GPTConfig.from_dict(OmegaConf.to_container(cfg.model, resolve=True), vocab_size=65))
+    calls = []
+    model.transformer.h[0].mlp.register_forward_hook(lambda m, a, o: calls.append(m.training))
+    state = torch.random.get_rng_state()
+    assert step_bytes(model, 12, 64, "32-true")["activations"] > 0
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert calls == [False] and model.training and model.transformer.h[0].mlp.training
 
 
 def test_a_step_that_cannot_fit_is_refused_with_the_estimate_and_what_is_available():

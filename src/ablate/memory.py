@@ -46,10 +46,14 @@ def activations_per_token(model: nn.Module, length: int = 8) -> int:
     handles = [m.register_forward_hook(hook) for m in leaves]
     length = min(length, model.config.block_size)
     device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()  # a probe, not a step: no dropout, nothing a training-mode module would count as a step
     try:
-        with torch.no_grad():
-            model.forward(torch.zeros(1, length, dtype=torch.long, device=device))  # eager: no compile for a probe
+        # eager (no compile for a probe), and without touching the random state training draws from
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            model.forward(torch.zeros(1, length, dtype=torch.long, device=device))
     finally:
+        model.train(was_training)
         for h in handles:
             h.remove()
     return -(-count // length)
