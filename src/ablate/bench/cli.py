@@ -30,7 +30,7 @@ from omegaconf import OmegaConf
 
 from ablate.atomic import atomic_write_json, atomic_write_text
 from ablate.bench.harness import Bench
-from ablate.bench.machine import environment, others_cpu_use, peak_bf16
+from ablate.bench.machine import busy_warning, environment, others_cpu_use, peak_bf16
 from ablate.bench.markdown import markdown, nanogpt_markdown
 from ablate.bench.models import DEVICE_OVERRIDES, SIZES, build, compose_config
 from ablate.bench.nanogpt import checkout_commit, compare
@@ -161,15 +161,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     atomic_write_json(out / f"{device.type}.json", report)
     atomic_write_text(out / f"{device.type}.md", markdown(report))
     print(f"[ablate-bench] wrote {out / device.type}.md and .json", file=sys.stderr)
-
-
-def busy_warning(load: float, others: float | None) -> list[str]:
-    """A warning when another process kept the CPUs busy at start (the load average only without /proc/stat)."""
-    if not (others > 0.2 if others is not None else load > 0.5):
-        return []
-    busy = f"other processes used {others:.2f} CPUs" if others is not None else f"the load average was {load:.2f}"
-    return [f"{busy} at start: another process was busy, so these timings are not to be trusted; rerun on a quiet "
-            f"machine"]
 
 
 def write_nanogpt(args: argparse.Namespace, argv: Sequence[str], load: float, others: float | None) -> None:

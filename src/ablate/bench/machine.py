@@ -57,3 +57,12 @@ def others_cpu_use(seconds: float = 2.0) -> float | None:
         return max(0.0, busy_s() - before - (sum(os.times()[:2]) - own)) / seconds
     except (OSError, ValueError):
         return None
+
+
+def busy_warning(load: float, others: float | None) -> list[str]:
+    """A warning when another process kept the CPUs busy at start (the load average only without /proc/stat)."""
+    if not (others > 0.2 if others is not None else load > 0.5):
+        return []
+    busy = f"other processes used {others:.2f} CPUs" if others is not None else f"the load average was {load:.2f}"
+    return [f"{busy} at start: another process was busy, so these timings are not to be trusted; rerun on a quiet "
+            f"machine"]
