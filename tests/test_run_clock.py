@@ -9,6 +9,9 @@ import time
 import pytest
 from conftest import TINY, cli
 
+from ablate.contract import SUMMARY
+from ablate.records import RunRecord
+
 
 def test_the_clock_starts_with_the_process_not_with_the_import():
     """A process that sleeps 1.5 s before importing ablate is 1.5 s old when it asks (not 0, as an import-time clock
@@ -38,3 +41,10 @@ def test_a_run_records_and_prints_its_time_to_the_first_step_and_its_evaluations
     # two evaluations during training (steps 3 and 6), one over the whole validation split at the end
     assert summary["eval_time_s"] > 0 and summary["final_eval_time_s"] > 0
     assert summary["eval_time_s"] + summary["final_eval_time_s"] < summary["wall_time_s"]
+
+
+def test_a_resumed_run_keeps_counting_its_evaluation_time(tmp_path):
+    (tmp_path / SUMMARY).write_text(json.dumps({"wall_time_s": 10.0, "eval_time_s": 2.5, "time_to_first_step_s": 4.0}))
+    record = RunRecord(tmp_path, {"seed": 1}, resume=True)
+    assert record.summary["eval_time_s"] == 2.5  # RunClock adds this attempt's evaluations to it
+    assert "time_to_first_step_s" not in record.summary  # each attempt states its own
