@@ -39,7 +39,9 @@ def test_the_quiet_machine_check_sees_other_processes_and_not_its_own():
     own = threading.Thread(target=_spin, args=(1.5,))
     own.start()
     try:
-        assert others_cpu_use(1.0) - quiet < 0.3  # this process kept a core busy, but it is not another process
+        # this process kept a core busy (counted, it would add about 1.0), but it is not another process; 0.5 leaves
+        # room for this test run's own helpers (a wandb service an earlier test started) waking up meanwhile
+        assert others_cpu_use(1.0) - quiet < 0.5
     finally:
         own.join()
 

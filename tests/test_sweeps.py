@@ -154,11 +154,21 @@ def test_a_baseline_that_is_no_arm_is_one_line_before_anything_is_written(tmp_pa
     assert list(tmp_path.iterdir()) == []
 
 
+WITH_ARMS = [n for n in NAMED if (yaml.safe_load((sweeps_dir() / f"{n}.yaml").read_text()) or {})
+             .get("hydra", {}).get("sweeper", {}).get("arms")]
+
+
+@pytest.mark.parametrize("name", WITH_ARMS)
+def test_each_named_sweep_with_named_arms_declares_one_of_them_as_its_baseline(name):
+    cfg = compose_config(f"sweeps={name}", hydra=True)
+    assert cfg.sweep.baseline in cfg.hydra.sweeper.arms
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [n for n in NAMED if n != "search_lr"])
-def test_each_named_sweep_declares_a_baseline_among_its_arms(tmp_path, name):
-    """The arms a sweep launches (grid sweeps: labels with Hydra's own spelling of the values, lr=0.0003) as the
-    refusal lists them; the baseline the sweep file declares is one of them."""
+@pytest.mark.parametrize("name", ["norm_lr_warmup", "factorial"])  # grid sweeps: the arms are labels of values
+def test_a_grid_sweep_declares_a_baseline_among_the_arms_it_launches(tmp_path, name):
+    """The arms a grid sweep launches (labels with Hydra's own spelling of the values, lr=0.0003) as the refusal
+    lists them; the baseline the sweep file declares is one of them."""
     result = cli("ablate-train", f"sweeps={name}", "sweep.baseline=no-such-arm", f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path)
     assert result.returncode == 2, result.stderr[-2000:]
     arms = result.stderr.strip().split("; choose one of: ")[1].split(", ")

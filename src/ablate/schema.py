@@ -212,11 +212,12 @@ def check_types(cfg: dict[str, Any]) -> None:
             has = ", ".join(f.name for f in fields(schema) if f.name in node or not f.name.startswith("_"))
             raise ConfigError(f"{where}{extra[0]} is not a setting; {group or 'the root config'} has: {has} "
                               f"(a new setting needs a field in ablate.schema.{schema.__name__})")
+        typed = OmegaConf.structured(schema)  # once per group: assigning to it checks each value's type
         for key, value in node.items():
             if key not in types:
                 continue
             try:
-                OmegaConf.merge(OmegaConf.structured(schema), {key: value})
+                typed[key] = value
                 wrong = _strict_type_error(value, types[key])
             except OmegaConfBaseException:
                 wrong = True
