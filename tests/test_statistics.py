@@ -5,7 +5,7 @@ import pytest
 from scipy import stats
 
 from ablate.report.compare import adjust, adjust_p, compare, holm
-from ablate.report.curves import bootstrap_optimum, fit_curve
+from ablate.report.curves import bootstrap_optimum, collapsed, fit_curve
 from ablate.report.factorial import two_level_effects
 from ablate.report.power import ALPHA, detectable_effect, equivalence_power, power, seeds_to_decide
 
@@ -102,8 +102,26 @@ def test_a_curve_fit_finds_the_vertex_flags_an_edge_and_leaves_out_diverged_poin
     falling = fit_curve(xs, np.stack([2.0 - 0.01 * xs, 2.01 - 0.01 * xs]))
     assert falling.edge == "high" and falling.best_x == pytest.approx(xs[-1])
     diverged = np.stack([curve, curve])
-    diverged[1, -1] = np.nan
-    assert fit_curve(xs, diverged).excluded == (xs[-1],)
+    diverged[1, 1] = np.nan  # a divergence next to the minimum: the window moves past it
+    fit = fit_curve(xs, diverged)
+    assert xs[1] in fit.excluded and xs[1] not in fit.xs and len(fit.xs) == 3
+    # the fit goes through the minimum and its neighbours: far points (a different shape) do not pull it
+    far = curve.copy()
+    far[0] += 0.5
+    assert fit_curve(xs, np.stack([far, far + 0.01])).best_x == pytest.approx(np.log2(2e-3))
+
+
+def test_a_collapse_without_nan_marks_the_curves_edge_and_stays_out_of_the_fit():
+    """seed_to_gpt2_tuned's post-norm arm: 2.09, 1.91, 1.78 nats at 5e-4..2e-3, then 3.35 at 4e-3 and 8e-3 (training
+    collapsed without a NaN). A parabola through 1e-3..4e-3 would put a minimum of ~1.63 near 1.5e-3, lower than
+    any run reached; the collapsed values are the edge instead."""
+    xs = np.log2([5e-4, 1e-3, 2e-3, 4e-3, 8e-3])
+    post = np.array([[2.0945, 1.9166, 1.7818, 3.3487, 3.3485], [2.0821, 1.9068, 1.7756, 3.3474, 3.3473]])
+    assert list(collapsed(post)) == [False, False, False, True, True]
+    fit = fit_curve(xs, post)
+    assert fit.edge == "high" and fit.best_x == pytest.approx(xs[2]) and set(fit.excluded) == {xs[3], xs[4]}
+    assert fit.best_loss == pytest.approx(post[:, 2].mean())
+    assert not collapsed(np.stack([post[0, :3], post[1, :3]])).any()  # a rising slope below the first value is not
 
 
 def half_fraction(axes: list[str]) -> list[dict[str, str]]:

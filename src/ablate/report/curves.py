@@ -41,10 +41,50 @@ def _vertex(coef: np.ndarray, low: float, high: float) -> float:
     return low if a * low * low + b * low <= a * high * high + b * high else high
 
 
+def collapsed(curves: np.ndarray) -> np.ndarray:
+    """Grid points where training collapsed without a NaN: above the lowest mean loss, when that lies inside the
+    grid, and worse than the lowest grid value's mean (a learning rate too high to learn at all, rather than one
+    on the curve's slope). Like diverged runs, they mark the curve's edge and stay out of its fit."""
+    means = np.where(np.isnan(curves).any(axis=0), np.nan, curves.mean(axis=0))
+    finite = np.flatnonzero(~np.isnan(means))
+    if len(finite) == 0 or int(np.nanargmin(means)) == finite[0]:
+        return np.zeros(curves.shape[1], dtype=bool)  # best at the lowest value: a rising curve, nothing to jump from
+    best = int(np.nanargmin(means))
+    first = means[finite[0]]
+    return np.array([i > best and m > first for i, m in enumerate(means)])
+
+
+def loss_at(xs: np.ndarray, curves: np.ndarray, fit: CurveFit, x: float) -> float:
+    """An arm's loss at ``x``: its fit inside the fitted window, else its mean losses interpolated linearly
+    between grid points (where a collapse beyond the window shows)."""
+    if min(fit.xs) <= x <= max(fit.xs):
+        return fit.at(x)
+    every = ~np.isnan(curves).any(axis=0)
+    return float(np.interp(x, xs[every], curves[:, every].mean(axis=0)))
+
+
+def window(xs: np.ndarray, curves: np.ndarray) -> np.ndarray:
+    """The grid points a fit uses: the usable point with the lowest mean loss and its usable neighbours on each
+    side (three points; the three lowest-x or highest-x when the minimum is at an end). Loss against log lr is
+    not a parabola far from the optimum (gentle below it, a cliff above, where training collapses without a
+    NaN: seed_to_gpt2_tuned's post-norm arm ends at 3.35 nats at 4e-3 and 8e-3 against 1.78 at 2e-3), so a
+    quadratic through every point would be pulled by the far ones; through the three around the minimum it is
+    the textbook parabolic interpolation of that minimum."""
+    usable = np.flatnonzero(~np.isnan(curves).any(axis=0) & ~collapsed(curves))
+    if len(usable) < 3:
+        return np.zeros(len(xs), dtype=bool)
+    best = int(np.argmin(curves[:, usable].mean(axis=0)))
+    start = min(max(best - 1, 0), len(usable) - 3)
+    chosen = np.zeros(len(xs), dtype=bool)
+    chosen[usable[start:start + 3]] = True
+    return chosen
+
+
 def fit_curve(xs: Sequence[float], curves: np.ndarray) -> CurveFit | None:
-    """Fit one arm. ``curves``: (seeds, points) final losses, NaN where a run diverged or is missing."""
+    """Fit one arm. ``curves``: (seeds, points) final losses, NaN where a run diverged or is missing.
+    ``excluded`` lists the grid points the fit left out (diverged, missing, or away from the minimum)."""
     xs = np.asarray(xs, dtype=float)
-    usable = ~np.isnan(curves).any(axis=0)
+    usable = window(xs, curves)
     if usable.sum() < 3:
         return None
     x, y = xs[usable], curves[:, usable].mean(axis=0)
@@ -74,7 +114,7 @@ def bootstrap_optimum(xs: Sequence[float], curves: np.ndarray, level: float = 1 
     """Percentile bootstrap CIs over seeds (rows of ``curves`` resampled with replacement) of the fitted
     optimum's x and of the loss there. None with fewer than two seeds or three usable points."""
     xs = np.asarray(xs, dtype=float)
-    usable = ~np.isnan(curves).any(axis=0)
+    usable = window(xs, curves)  # chosen on all seeds, then held fixed while seeds are resampled
     if usable.sum() < 3 or len(curves) < 2:
         return None
     x, data = xs[usable], curves[:, usable]
@@ -93,13 +133,16 @@ def bootstrap_optimum(xs: Sequence[float], curves: np.ndarray, level: float = 1 
 def bootstrap_tuned_delta(xs: Sequence[float], arm: np.ndarray, reference: np.ndarray, level: float = 1 - ALPHA,
                           n_resamples: int = 2000, seed: int = 0) -> dict[str, tuple[float, float]] | None:
     """Paired bootstrap over shared seeds (rows of ``arm`` and ``reference`` are the same seeds) of
-    ``tuned`` (the arm's best loss minus the reference's) and ``untuned`` (the arm's fitted loss at the
-    reference's best x minus the reference's best loss). None when either cannot be fitted."""
+    ``tuned`` (the arm's best loss minus the reference's) and ``untuned`` (the arm's loss at the reference's
+    best x minus the reference's best loss: the arm's fit there when it lies inside the arm's fitted window,
+    else its mean losses interpolated linearly between grid points, which a collapse beyond the window shows).
+    None when either cannot be fitted."""
     xs = np.asarray(xs, dtype=float)
-    ok_a, ok_r = ~np.isnan(arm).any(axis=0), ~np.isnan(reference).any(axis=0)
+    ok_a, ok_r = window(xs, arm), window(xs, reference)
+    every_a = ~np.isnan(arm).any(axis=0)
     if ok_a.sum() < 3 or ok_r.sum() < 3 or len(arm) < 2 or len(arm) != len(reference):
         return None
-    xa, xr = xs[ok_a], xs[ok_r]
+    xa, xr, xall = xs[ok_a], xs[ok_r], xs[every_a]
 
     def statistic(rows: np.ndarray, axis: int = -1) -> np.ndarray:
         rows = rows.astype(int)
@@ -108,7 +151,11 @@ def bootstrap_tuned_delta(xs: Sequence[float], arm: np.ndarray, reference: np.nd
         r_x, r_best = _fits(xr, r_mean, xr.min(), xr.max())
         design = np.stack([xa * xa, xa, np.ones_like(xa)], axis=1)
         coef = a_mean @ np.linalg.pinv(design).T
-        a_at_r = (coef[..., 0] * r_x + coef[..., 1]) * r_x + coef[..., 2]
+        fitted = (coef[..., 0] * r_x + coef[..., 1]) * r_x + coef[..., 2]
+        a_all = arm[rows][..., every_a].mean(axis=-2)
+        linear = np.array([np.interp(x, xall, m) for x, m in zip(np.ravel(r_x), a_all.reshape(-1, len(xall)))])
+        inside = (r_x >= xa.min()) & (r_x <= xa.max())
+        a_at_r = np.where(inside, fitted, linear.reshape(np.shape(r_x)))
         return np.stack([a_best - r_best, a_at_r - r_best])
 
     rows = np.arange(len(arm))

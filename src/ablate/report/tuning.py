@@ -15,7 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from ablate.report.curves import CurveFit, bootstrap_optimum, bootstrap_tuned_delta, fit_curve, interval_verdict
+from ablate.report.curves import (
+    CurveFit,
+    bootstrap_optimum,
+    bootstrap_tuned_delta,
+    fit_curve,
+    interval_verdict,
+    loss_at,
+)
 from ablate.report.power import ALPHA
 
 
@@ -45,12 +52,15 @@ class TunedArm:
         return None if self.fit is None else 2.0**self.fit.best_x
 
     def next_grid(self) -> list[float] | None:
-        """Two more grid points past the edge the optimum sits on (the grid's own ratio), or None."""
+        """Two more grid points past the edge the optimum sits on (the grid's own ratio), or None; where the grid
+        already goes past that edge (runs there diverged or collapsed), the geometric midpoint before them."""
         if self.fit is None or self.fit.edge is None:
             return None
         ratio = self.grid[1] / self.grid[0] if len(self.grid) > 1 else 2.0
         if self.fit.edge == "high":
             top = 2.0 ** max(self.fit.xs)
+            if any(v > top * 1.0001 for v in self.grid):  # the next value up was run and failed to train
+                return [_round(top * ratio**0.5)]
             return [_round(top * ratio), _round(top * ratio**2)]
         low = 2.0 ** min(self.fit.xs)
         return [_round(low / ratio**2), _round(low / ratio)]
@@ -109,7 +119,7 @@ def compare_tuned(arm: TunedArm, reference: TunedArm, margin: float, family: int
     level = 1 - ALPHA / max(1, family)
     xs = np.log2(np.asarray(arm.grid, dtype=float))
     cis = bootstrap_tuned_delta(xs, arm.curves[rows_a], reference.curves[rows_r], level=level, seed=seed)
-    untuned = arm.fit.at(reference.fit.best_x) - reference.fit.best_loss
+    untuned = loss_at(xs, arm.curves[rows_a], arm.fit, reference.fit.best_x) - reference.fit.best_loss
     return TunedComparison(arm.arm, reference.arm, untuned, arm.fit.best_loss - reference.fit.best_loss,
                            cis["untuned"] if cis else None, cis["tuned"] if cis else None, level, margin)
 
@@ -178,7 +188,11 @@ def section(arms: Sequence[TunedArm], comparisons: Sequence[TunedComparison], ke
              f"Per arm, the final validation loss against log₂ {short}: a quadratic through the mean over seeds at "
              f"each grid value where every seed has a completed run; grid values where a seed diverged (or has no "
              f"result yet) are left out of the fit and listed, since a divergence marks the curve's edge rather than "
-             f"a loss. The optimum is the fitted curve's lowest point within the fitted values' range; it is "
+             f"a loss; so are values above the best where training collapsed without a NaN (a mean loss worse than "
+             f"at the grid's lowest value). The quadratic goes through the lowest mean and its neighbour on each "
+             f"side (parabolic interpolation: far from its optimum the curve is no parabola, gentle below and a "
+             f"cliff above), and its other values are listed as left out. "
+             f"The optimum is the fitted curve's lowest point within the fitted values' range; it is "
              f"*at the edge* when that is an end of the range, and the grid should then be extended there. "
              f"95% CIs resample seeds (percentile bootstrap, 2,000 resamples): with 3 seeds there are only 10 "
              f"distinct resamples, so read them as the spread between seeds rather than as exact intervals.", ""]
