@@ -113,6 +113,16 @@ def test_committed_runs_keep_their_identity_so_relaunching_their_sweep_skips_the
     assert run_identity(compose_cfg(*overrides, "seed=2", "model.vocab_multiple=64")) != record["run_id"]
 
 
+@pytest.mark.parametrize("arm, overrides, lr", [("gpt2", ["model=gpt2"], "0.004"),
+                                                ("gpt2+norm=post", ["model=gpt2", "model/norm=post"], "0.002")])
+def test_the_tuned_studys_runs_keep_their_identity_so_it_continues_from_this_checkout(compose_cfg, arm, overrides, lr):
+    """seed_to_gpt2_tuned ran from an older commit; its records seeded into multirun/ are skipped by this code."""
+    record = json.loads((ROOT / "reports/seed_to_gpt2_tuned/records" / arm / f"lr={lr}" / "seed=2" / "summary.json")
+                        .read_text())
+    assert run_identity(compose_cfg("sweeps=seed_to_gpt2_tuned", *overrides, f"optim.lr={lr}", "seed=2")) == \
+        record["run_id"]
+
+
 @pytest.mark.slow
 def test_nan_stops_the_run_as_diverged(compose_cfg, tmp_path):
     summary = run(compose_cfg(*RUN, "optim.lr=1e6", "optim.warmup_steps=0", "trainer.gradient_clip_val=null"), tmp_path)
