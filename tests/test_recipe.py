@@ -169,3 +169,13 @@ def test_the_readmes_schedule_example_registers_and_computes_what_it_says():
     cfg = {**optim_cfg(), "schedule": {"name": "inverse_sqrt"}}  # 100 warm-up steps
     assert lr_factor(49, cfg) == pytest.approx(50 / 101)
     assert lr_factor(100, cfg) == 1.0 and lr_factor(400, cfg) == pytest.approx(0.5)
+
+
+def test_a_runs_record_states_the_fused_kernel_of_muons_adamw_half():
+    from ablate.gpu import runtime
+
+    model = tiny_model()
+    fused = build_optimizer(model, optim_cfg("optim/optimizer=muon", "optim.fused=true"))
+    plain = build_optimizer(model, optim_cfg("optim/optimizer=muon"))
+    assert runtime(torch.device("cpu"), "32-true", fused, model)["fused_adamw"] is True
+    assert runtime(torch.device("cpu"), "32-true", plain, model)["fused_adamw"] is False

@@ -54,7 +54,9 @@ def runtime(device: Any, precision: str, optimizer: Any, model: Any) -> dict[str
         "device": torch.cuda.get_device_name(device) if on_cuda else str(device),
         "precision": str(precision),
         "tf32_matmul": torch.get_float32_matmul_precision() != "highest" if on_cuda else False,
-        "fused_adamw": bool(getattr(optimizer, "defaults", {}).get("fused")),
+        # a chained optimizer (muon) states its AdamW member's kernel
+        "fused_adamw": any(bool(getattr(o, "defaults", {}).get("fused"))
+                           for o in getattr(optimizer, "optimizers", (optimizer,))),
         "compiled": bool(getattr(model, "_compiled_call_impl", None)),
         "vocab_size": model.config.vocab_size,
         "vocab_padded": model.padded_vocab_size,
