@@ -175,12 +175,7 @@ def constant(step: int, lr: float, min_lr: float, warmup_steps: int, decay_steps
 @schedule.register("linear")
 def linear(step: int, lr: float, min_lr: float, warmup_steps: int, decay_steps: int) -> float:
     """linear warm-up, then linear decay to min_lr at decay_steps"""
-    if step < warmup_steps:
-        return _warmup(step, warmup_steps)
-    if step >= decay_steps:
-        return min_lr / lr
-    progress = (step - warmup_steps) / max(1, decay_steps - warmup_steps)
-    return (lr - progress * (lr - min_lr)) / lr
+    return wsd(step, lr, min_lr, warmup_steps, decay_steps, decay_fraction=1.0)  # wsd decaying from the warm-up's end
 
 
 def lr_factor(step: int, cfg: Mapping[str, Any]) -> float:
