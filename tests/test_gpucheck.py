@@ -1,7 +1,9 @@
-"""scripts/gpu-check, as far as a CPU can prove it: its steps at tiny sizes on the CPU, its report, its shell."""
+"""scripts/gpu-check, as far as a CPU can prove it: its steps at tiny sizes on the CPU (the side-by-side jobs
+through the parallel launcher included), its report, its shell."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +12,7 @@ import pytest
 import torch
 
 from ablate.bench.machine import environment
-from ablate.gpucheck import DRY_SIZE, bench_gpt2, jobs_per_gpu, markdown
+from ablate.gpucheck import DRY_SIZE, bench_gpt2, markdown
 
 ROOT = Path(__file__).parents[1]
 
@@ -42,17 +44,12 @@ def test_the_script_is_valid_shell_and_marks_its_cuda_tests():
 
 
 @pytest.mark.slow
-def test_side_by_side_jobs_run_through_the_parallel_launcher(tmp_path):
-    extra = ["model.n_layer=1", "model.n_embd=16", "model.n_head=2", "model.block_size=16", "data.eval_batches=1",
-             "trainer.val_check_interval=5", "sample.max_new_tokens=2", "threads=1"]
-    result = jobs_per_gpu([1, 2], 12, extra, tmp_path, timeout=300)
-    assert [r["completed"] for r in result["rows"]] == [1, 2]
-    assert all(r["tokens_per_s_sum"] > 0 for r in result["rows"])
-
-
-@pytest.mark.slow
 def test_dry_run_end_to_end():
     proc = subprocess.run([str(ROOT / "scripts" / "gpu-check"), "--dry-run"], capture_output=True, text=True,
                           timeout=600, env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "## Small runs side by side" in proc.stdout and "4 skipped" in proc.stdout + proc.stderr
+    # the side-by-side step really ran its jobs through the parallel launcher: 1 of 1, then 2 of 2, completed
+    rows = re.findall(r"^\| (\d) \| (\d) \| ([\d,.]+) \|", proc.stdout, re.M)
+    assert [(jobs, done) for jobs, done, _ in rows] == [("1", "1"), ("2", "2")], proc.stdout[-2000:]
+    assert all(float(tokens.replace(",", "")) > 0 for _, _, tokens in rows)

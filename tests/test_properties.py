@@ -31,7 +31,7 @@ preset_override = st.sampled_from(["model=gpt2", "model=seed", "model=gpt3"])
 overrides = st.lists(st.one_of(preset_override, slot_override, size_override, number_override, flag_override), max_size=6)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(overrides)
 def test_random_overrides_build_a_working_model_or_fail_with_one_clear_line(args):
     # small sizes unless the example sets its own, so that valid examples stay cheap

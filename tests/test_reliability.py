@@ -150,7 +150,7 @@ def steps_done(run_dir: Path) -> int:
 
 
 SIGNAL_RUN = [
-    "trainer.max_steps=200", "trainer.val_check_interval=20", "trainer.log_every_n_steps=5",
+    "trainer.max_steps=100", "trainer.val_check_interval=20", "trainer.log_every_n_steps=5",
     "trainer.enable_progress_bar=false", "data.eval_batches=1", "sample.max_new_tokens=4", "logger.mode=offline",
     "data.val_fraction=0.01",
 ]
@@ -173,7 +173,7 @@ def test_sigterm_saves_a_checkpoint_and_resume_continues(tmp_path):
     resumed = cli("ablate-train", f"resume={out}", "trainer.max_steps=999", cwd=tmp_path, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     final = json.loads((out / "summary.json").read_text())
-    assert final["status"] == "completed" and final["steps"] == 200 and final["resumed"] == 1
+    assert final["status"] == "completed" and final["steps"] == 100 and final["resumed"] == 1
     assert "ignoring trainer.max_steps=999" in resumed.stdout  # resume continues the run as it was defined
     assert "exists and is not empty" not in resumed.stderr  # Lightning's warning about the checkpoint it resumes
     assert final["wandb_id"] == summary["wandb_id"]  # the same wandb run continues

@@ -17,6 +17,7 @@ from ablate.model import GPTConfig
 from ablate.registry import SLOTS
 
 TINY_RUN = [
+    "model.n_layer=2", "model.n_head=2", "model.n_embd=32",  # what a sweep does is the same at any size
     "trainer.max_steps=10", "trainer.val_check_interval=5", "trainer.log_every_n_steps=5",
     "trainer.enable_progress_bar=false", "data.eval_batches=1", "sample.max_new_tokens=4",
     "data.val_fraction=0.01",  # a short final evaluation over the whole (1%) validation split
