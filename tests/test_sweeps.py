@@ -1,6 +1,7 @@
 """Named sweeps: they compose, survive failed runs, skip finished ones, group in wandb, and launch anywhere."""
 
 import json
+import re
 import os
 import subprocess
 import textwrap
@@ -354,6 +355,10 @@ def test_a_tuned_grid_crosses_the_arms_and_extends_by_relaunching(tmp_path):
     again = cli("ablate-train", *base, "++hydra.sweeper.tune={optim:{lr:[0.001]}}", "optim.lr=0.001,0.002", cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
     assert (again.stdout + again.stderr).count("already completed, skipping") == 2
+    # the sweeper passes over finished runs itself: only the two new ones are launched as jobs
+    log = again.stdout + again.stderr
+    assert "Sweep of 4 runs" in log and "2 already finished, 2 to run" in log
+    assert re.findall(r"\t#\d+ : .*optim\.lr=(\S+)", log) == ["0.002", "0.002"]
     for arm in ("norm=pre", "norm=post"):
         added = json.loads((sweep / arm / "lr=0.002" / "seed=1" / "summary.json").read_text())
         assert added["status"] == "completed" and added["tune"] == {"optim.lr": 0.002} and added["arm"]["name"] == arm

@@ -74,7 +74,8 @@ NEUTRAL_SETTINGS = {
 def run_identity(cfg: DictConfig) -> str:
     """What makes a run the run it is (architecture, data, optimiser, trainer, seed), as a short hash."""
     keys = ("model", "data", "optim", "trainer", "seed")
-    identity = {k: OmegaConf.to_container(cfg, resolve=True)[k] for k in keys}
+    identity = {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
+                for k in keys}  # only what it reads: a sweep's job config also holds Hydra's own node
     identity["trainer"] = {k: v for k, v in identity["trainer"].items() if k not in ("enable_progress_bar",)}
     for (group, key), off in NEUTRAL_SETTINGS.items():
         if key in identity[group] and identity[group][key] == off:
@@ -149,10 +150,10 @@ def run(cfg: DictConfig, output_dir: str | Path, callbacks: list[Any] | None = N
     """
     output_dir = Path(output_dir)
     _prepare(cfg, output_dir)
-    previous = read_summary(output_dir)
-    if _finished(cfg, previous):
-        return _skip(cfg, output_dir, previous)
-    previous = _claim(output_dir, previous, run_identity(cfg))
+    skipped = skip_if_finished(cfg, output_dir)
+    if skipped is not None:
+        return skipped
+    previous = _claim(output_dir, read_summary(output_dir), run_identity(cfg))
     built = _build(cfg, output_dir, previous)
     loggers = _open_record(cfg, output_dir, built, previous)
     return _train(cfg, output_dir, built, loggers, callbacks)
@@ -176,13 +177,12 @@ def _prepare(cfg: DictConfig, output_dir: Path) -> None:
         torch.set_float32_matmul_precision("high")  # TF32 matmuls on Ampere and newer
 
 
-def _finished(cfg: DictConfig, previous: dict[str, Any]) -> bool:
-    """Whether ``output_dir`` already holds this run, finished."""
-    return previous.get("run_id") == run_identity(cfg) and previous.get("status") in FINISHED
-
-
-def _skip(cfg: DictConfig, output_dir: Path, previous: dict[str, Any]) -> dict[str, Any]:
-    """A finished run is not run again; a sweep that now includes it relabels its record."""
+def skip_if_finished(cfg: DictConfig, output_dir: Path) -> dict[str, Any] | None:
+    """A finished run is not run again: if ``output_dir`` holds this run, finished, its record (relabelled when
+    a sweep now includes it), marked ``skipped``; else None."""
+    previous = read_summary(output_dir)
+    if previous.get("run_id") != run_identity(cfg) or previous.get("status") not in FINISHED:
+        return None
     print(f"{output_dir}: already {previous['status']}, skipping (delete its summary.json to redo it)")
     labels = sweep_labels(cfg)
     if {k: previous.get(k) for k in labels} != labels:

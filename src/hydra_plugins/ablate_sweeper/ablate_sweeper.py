@@ -48,7 +48,7 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from ablate.atomic import atomic_write_json
 from ablate.config import tune_values
@@ -180,13 +180,13 @@ class AblateSweeper(BasicSweeper):
                   f"choose one of: {', '.join(self.structure)}", file=sys.stderr)
             sys.exit(2)
 
-    def write_plan(self, sweep_dir: Path, arguments: list[str], jobs: list[list[str]]) -> None:
+    def write_plan(self, sweep_dir: Path, arguments: list[str], jobs: list[list[str]],
+                   configs: list[DictConfig]) -> None:
         """``sweep.json``: the commands, the baseline and every run the sweep will make (reports use it to
         say which runs are missing). A relaunch that adds seeds or grid points into the same folder adds
         its runs and its command to those already planned there."""
         planned = []
-        for job in jobs:
-            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(job))
+        for job, cfg in zip(jobs, configs):
             point = {k: OmegaConf.select(cfg, k) for k in cfg.sweep.tune}
             planned.append({"arm": cfg.sweep.arm, "seed": cfg.seed, "point": point, "dir": cfg.hydra.sweep.subdir,
                             "overrides": job})
@@ -217,16 +217,33 @@ class AblateSweeper(BasicSweeper):
         }
         atomic_write_json(sweep_dir / PLAN, plan)
 
+    def skip_finished(self, jobs: list[list[str]], configs: list[DictConfig]) -> tuple[list[list[str]], Counter]:
+        """The jobs still to launch, and the statuses of those whose finished run is already in its folder:
+        a relaunched sweep passes over them here, without starting a process for each."""
+        from ablate.train import skip_if_finished
+
+        todo, skipped = [], Counter()
+        for job, cfg in zip(jobs, configs):
+            record = skip_if_finished(cfg, Path(cfg.hydra.sweep.dir) / cfg.hydra.sweep.subdir)
+            if record is None:
+                todo.append(job)
+            else:
+                skipped[record["status"]] += 1
+        return todo, skipped
+
     def sweep(self, arguments: list[str]) -> Any:
         jobs = self.job_overrides(arguments)
         self.check_baseline()
-        size = self.max_batch_size or len(jobs)
-        self.overrides = [jobs[i : i + size] for i in range(0, len(jobs), size)]
+        configs = [self.hydra_context.config_loader.load_sweep_config(self.config, list(job)) for job in jobs]
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        self.write_plan(sweep_dir, arguments, jobs)
-        log.info(f"Sweep of {len(jobs)} runs into {sweep_dir}")
+        self.write_plan(sweep_dir, arguments, jobs, configs)
+        todo, statuses = self.skip_finished(jobs, configs)
+        size = self.max_batch_size or len(todo) or 1
+        self.overrides = [todo[i : i + size] for i in range(0, len(todo), size)]
+        log.info(f"Sweep of {len(jobs)} runs into {sweep_dir}"
+                 + (f": {sum(statuses.values())} already finished, {len(todo)} to run" if statuses else ""))
 
         returns, first_failure, start, job_idx = [], None, time.perf_counter(), 0
         while not self.is_done():
@@ -238,7 +255,7 @@ class AblateSweeper(BasicSweeper):
             for r in results:
                 if r.status == JobStatus.FAILED and first_failure is None:
                     first_failure = r
-        statuses = Counter(_status(r) for batch in returns for r in batch)
+        statuses += Counter(_status(r) for batch in returns for r in batch)
         log.info(
             f"Sweep done in {time.perf_counter() - start:.0f} s: "
             + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
