@@ -207,3 +207,14 @@ def test_the_whole_comparison_runs_against_a_real_checkout(tmp_path):
 def test_a_wrong_nanogpt_comparison_is_one_line(tmp_path, args, expected):
     assert one_line_error(cli("ablate-bench", *args, "--out", str(tmp_path), cwd=tmp_path)).startswith(expected)
     assert not list(tmp_path.iterdir())  # no report
+
+
+def test_the_command_line_is_checked_before_anything_heavy_is_imported():
+    """A wrong argument is one line at once: the benchmark's entry point loads no torch, Lightning, Hydra or
+    Hugging Face until its arguments are checked (and a nanoGPT path until it is found to be a checkout)."""
+    for args in (["--size", "nope"], ["--nanogpt", "/no/such/folder"], ["--pairs", "1"]):
+        probe = (f"import sys\nfrom ablate.bench.cli import parse_args\ntry:\n    parse_args({args!r})\n"
+                 f"except SystemExit as e:\n    assert e.code == 2\n"
+                 f"print(sorted(m for m in ('torch', 'lightning', 'hydra', 'transformers') if m in sys.modules))")
+        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+        assert out.returncode == 0 and out.stdout.strip() == "[]", (args, out.stdout, out.stderr[-500:])

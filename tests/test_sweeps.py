@@ -1,8 +1,8 @@
 """Named sweeps: they compose, survive failed runs, skip finished ones, group in wandb, and launch anywhere."""
 
 import json
-import re
 import os
+import re
 import subprocess
 import textwrap
 from pathlib import Path

@@ -25,25 +25,24 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-from omegaconf import OmegaConf
-
-from ablate.atomic import atomic_write_json, atomic_write_text
-from ablate.bench.harness import Bench
-from ablate.bench.machine import busy_warning, environment, others_cpu_use, peak_bf16
-from ablate.bench.markdown import markdown, nanogpt_markdown
-from ablate.bench.models import DEVICE_OVERRIDES, SIZES, build, compose_config
-from ablate.bench.nanogpt import checkout_commit, compare
-from ablate.bench.overhead import bench_lightning
-from ablate.bench.peers import bench_hf
-from ablate.bench.variants import bench_bf16, bench_compile, bench_flops, bench_variants
-from ablate.config import import_user_modules
-from ablate.data import default_text_path, make_datamodule
+from ablate.bench.sizes import DEVICE_OVERRIDES, SIZES
 from ablate.errors import AblateError, ArgumentParser
 
+# The measuring modules (torch, Lightning, Hugging Face, Hydra) are imported where they are used, after the
+# command line is checked: a wrong argument is one line at once, not after seconds of imports.
 
-def bench_size(b: Bench, name: str, args: argparse.Namespace, rates: dict[str, float]) -> dict[str, Any]:
-    """Every measurement at one size, on the batches ``ablate-train`` would draw."""
+
+def bench_size(b: Any, name: str, args: argparse.Namespace, rates: dict[str, float]) -> dict[str, Any]:
+    """Every measurement at one size (``b``: an :class:`ablate.bench.harness.Bench`), on the batches
+    ``ablate-train`` would draw."""
+    from omegaconf import OmegaConf
+
+    from ablate.bench.models import build, compose_config
+    from ablate.bench.overhead import bench_lightning
+    from ablate.bench.peers import bench_hf
+    from ablate.bench.variants import bench_bf16, bench_compile, bench_flops, bench_variants
+    from ablate.data import make_datamodule
+
     overrides = [*SIZES[name].overrides, *DEVICE_OVERRIDES[b.device.type]]
     overrides += [f"data.batch_size={args.batch_size}"] if args.batch_size else []
     cfg = compose_config(*overrides)
@@ -114,15 +113,26 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         p.error(f"--repeats {args.repeats}: must be at least 1 (pairs of whole runs per mode)")
     if args.quick:
         args.size, args.steps, args.warmup = "quick", 3, 1
+    for name in (args.size or "").split(","):
+        if name and name not in SIZES:
+            p.error(f"--size {name!r} is unknown; choose from: {', '.join(SIZES)}")
+    if args.nanogpt is not None:
+        from ablate.bench.nanogpt import check_checkout
+
+        try:
+            check_checkout(args.nanogpt.expanduser().resolve())
+        except AblateError as e:
+            p.error(str(e))
+    import torch
+
     args.compile = not args.quick if args.compile is None else args.compile
     args.device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if args.device.type == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device is available; use --device cpu")
     args.size = (args.size or ("gpt2-small" if args.device.type == "cuda" else "cpu-small,cpu-large")).split(",")
-    for name in args.size:
-        if name not in SIZES:
-            p.error(f"--size {name!r} is unknown; choose from: {', '.join(SIZES)}")
     if args.device.type == "cuda" and args.peak_flops is None:
+        from ablate.bench.machine import peak_bf16
+
         args.peak_flops = peak_bf16(torch.cuda.get_device_name(args.device))
     return args
 
@@ -131,12 +141,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point: measure everything, then write ``<out>/<device>.md`` and ``.json``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    load, others = os.getloadavg()[0], others_cpu_use()
     try:
+        from ablate.config import import_user_modules
+
         import_user_modules()  # variants registered by the user are benchmarked too
     except AblateError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    import torch
+
+    from ablate.atomic import atomic_write_json, atomic_write_text
+    from ablate.bench.harness import Bench
+    from ablate.bench.machine import busy_warning, environment, others_cpu_use
+    from ablate.bench.markdown import markdown
+
+    load, others = os.getloadavg()[0], others_cpu_use()
     if args.nanogpt is not None:
         write_nanogpt(args, argv, load, others)
         return
@@ -165,6 +184,14 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def write_nanogpt(args: argparse.Namespace, argv: Sequence[str], load: float, others: float | None) -> None:
     """``--nanogpt``: the whole-process comparison, into ``<out>/nanogpt.md`` and ``.json``."""
+    import torch
+
+    from ablate.atomic import atomic_write_json, atomic_write_text
+    from ablate.bench.machine import busy_warning, environment
+    from ablate.bench.markdown import nanogpt_markdown
+    from ablate.bench.nanogpt import checkout_commit, compare
+    from ablate.data import default_text_path
+
     checkout = args.nanogpt.expanduser().resolve()
     try:
         result = compare(checkout, default_text_path().read_text(encoding="utf-8"), args.pairs, args.nanogpt_arg,
