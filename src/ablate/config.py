@@ -18,7 +18,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import OverrideType
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 import ablate.components  # noqa: F401  (registers the built-in variants and their config nodes)
 import ablate.recipe  # noqa: F401  (registers the optimizers and schedules and their config nodes)
@@ -149,8 +149,6 @@ def _check_values(parsed: list[Any]) -> None:
     once; another value of a plain setting is put into a copy of that composition (composing again costs about
     a third of a second, which a sweep of many arms and values would pay before its first run), another option
     of a config group is composed."""
-    from ablate.schema import check_config
-
     lines, swept = [], []
     for override in parsed:
         if override.key_or_group.startswith("hydra"):
@@ -168,7 +166,7 @@ def _check_values(parsed: list[Any]) -> None:
         base = compose(config_name="config", overrides=lines)
     except Exception:
         return  # a composition error: Hydra's own message names it
-    warnings = list(check_config(base))
+    warnings = list(_check_run(base))
     for i, key, values in swept:
         plain = key[0] not in "+~" and not OmegaConf.is_config(OmegaConf.select(base, key, default=None)) \
             and OmegaConf.select(base, key, default="<missing>") != "<missing>"
@@ -181,9 +179,21 @@ def _check_values(parsed: list[Any]) -> None:
                     cfg = compose(config_name="config", overrides=[*lines[:i], f"{key}={text}", *lines[i + 1:]])
                 except Exception:
                     continue
-            warnings += [w for w in check_config(cfg) if w not in warnings]
+            warnings += [w for w in _check_run(cfg) if w not in warnings]
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
+
+
+def _check_run(cfg: DictConfig) -> list[str]:
+    """One composed run's settings: the schema's checks (returning its warnings), then the model's as
+    ``GPTConfig`` makes them where the model is built, so that a bad size or dropout is refused here, before
+    Hydra starts the run and its imports."""
+    from ablate.model import GPTConfig
+    from ablate.schema import check_config
+
+    warnings = check_config(cfg)
+    GPTConfig.from_dict(OmegaConf.to_container(cfg.model, resolve=True), vocab_size=1)
+    return warnings
 
 
 # Hydra's flags that take a value as the next argument (``--cfg job``); ``--info``'s is optional
