@@ -369,6 +369,30 @@ def test_a_tuned_grid_crosses_the_arms_and_extends_by_relaunching(tmp_path):
 
 
 
+@pytest.mark.slow
+def test_only_launches_the_named_arms_and_an_unknown_one_is_one_line(tmp_path):
+    """Extending one arm's grid runs that arm alone: the baseline need not run to be checked, and a name that is
+    not an arm is refused before anything is written."""
+    sweep = tmp_path / "sweep"
+    base = ["-m", "sweeps=seed_to_gpt2_tuned", "seed=1", "logger.mode=disabled", *TINY_RUN, "optim.lr=0.002", "optim.warmup_steps=2"]
+    run = cli("ablate-train", *base, "hydra.sweeper.only=['gpt2+norm=post']", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "Sweep of 1 runs" in run.stdout + run.stderr
+    done = [p.parent.relative_to(sweep).as_posix() for p in sweep.glob("*/*/*/summary.json")]
+    assert done == ["gpt2+norm=post/lr=0.002/seed=1"]
+    plan = json.loads((sweep / "sweep.json").read_text())
+    assert [(j["arm"], j["point"]) for j in plan["jobs"]] == [("gpt2+norm=post", {"optim.lr": 0.002})]
+    assert plan["baseline"] == "gpt2" and "gpt2" in plan["arms"]
+
+    other = tmp_path / "other"
+    bad = cli("ablate-train", *base, "hydra.sweeper.only=['gpt2+norm=pots']", f"hydra.sweep.dir={other}", cwd=tmp_path)
+    assert bad.returncode == 2 and not other.exists()
+    assert bad.stderr.strip().splitlines() == [
+        "error: hydra.sweeper.only='gpt2+norm=pots' is not an arm of sweeps=seed_to_gpt2_tuned; choose from: gpt2, "
+        "gpt2+norm=post, gpt2+activation=relu, gpt2+attn_scale=embed_size, gpt2+qkv=per_head_shared, "
+        "gpt2+init=torch_default, gpt2+head=untied"]
+
+
 def test_a_job_receives_its_arm_as_structure_and_its_record_holds_it():
     """The overrides the sweeper hands a job compose (under Hydra's struct flag) into ``sweep``, and the run's
     record states the arm exactly as the sweeper derived it, whatever its name says."""

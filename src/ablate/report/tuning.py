@@ -225,15 +225,16 @@ def section(arms: Sequence[TunedArm], comparisons: Sequence[TunedComparison], ke
                           f"Δ at own best {short}", "CI", "verdict", "ranking flips"], crow), ""]
     extend = [a for a in arms if a.fit is not None and a.fit.edge]
     if extend and command:
-        values = sorted({v for a in extend for v in a.next_grid()} | set(arms[0].grid))
-        lines += ["To extend the grid where an optimum sits at an edge (relaunching skips the finished runs):", "",
-                  f"```bash\n{_with_grid(command, key, values)}\n```", ""]
+        lines += ["To extend the grid where an optimum sits at an edge, each such arm's new points alone (the sweep's "
+                  "other runs stay as they are):", "", "```bash",
+                  *(_with_grid(command, key, a.arm, a.next_grid()) for a in extend), "```", ""]
     return "\n".join(lines).rstrip()
 
 
-def _with_grid(command: str, key: str, values: Sequence[float]) -> str:
-    words = [w for w in command.split() if not w.startswith(f"{key}=")]
-    return " ".join([*words, f"{key}=" + ",".join(_v(v) for v in values)])
+def _with_grid(command: str, key: str, arm: str, values: Sequence[float]) -> str:
+    """``command`` (the sweep's) launching only ``arm`` at ``values`` of ``key``."""
+    words = [w for w in command.split() if not w.startswith((f"{key}=", "hydra.sweeper.only="))]
+    return " ".join([*words, f"\"hydra.sweeper.only=['{arm}']\"", f"{key}=" + ",".join(_v(v) for v in values)])
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

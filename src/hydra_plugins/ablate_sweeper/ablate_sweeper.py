@@ -32,6 +32,9 @@ each arm's loss against the tuned setting to compare arms at their own best::
 Each job then gets ``sweep.tune`` (the tuned keys) and ``sweep.point`` (its point as a folder name,
 ``lr=0.001/``, between the arm's folder and the seed's). A tuned key given on the command line
 (``optim.lr=8e-3,1.6e-2``) replaces its grid: that is how a grid is extended past an edge.
+
+``only`` launches some of the arms (``"hydra.sweeper.only=['gpt2+norm=post']"``): the others stay in the
+sweep's plan and its baseline check, so extending one arm's grid runs that arm's new points alone.
 """
 
 import json
@@ -67,6 +70,7 @@ class AblateSweeperConf:
     params: Optional[Dict[str, str]] = None  # noqa: UP006, UP045
     arms: Optional[Dict[str, List[str]]] = None  # noqa: UP006, UP045
     tune: Dict[str, Any] = field(default_factory=dict)  # noqa: UP006
+    only: Optional[List[str]] = None  # noqa: UP006, UP045
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="ablate", node=AblateSweeperConf, provider="ablate")
@@ -136,10 +140,12 @@ class AblateSweeper(BasicSweeper):
         params: dict[str, str] | None = None,
         arms: dict[str, list[str]] | None = None,
         tune: dict[str, Any] | None = None,
+        only: list[str] | None = None,
     ) -> None:
         super().__init__(max_batch_size=max_batch_size, params=params)
         self.arms: dict[str, list[str]] = {k: list(v) for k, v in (arms or {}).items()}
         self.tune: dict[str, str] = {k: tune_values(v) for k, v in _flat(tune or {}).items()}
+        self.only: list[str] | None = list(only) if only is not None else None
         self.structure: dict[str, Arm] = {}  # every row's arm, by name, as job_overrides derived it
 
     def job_overrides(self, arguments: list[str]) -> list[list[str]]:
@@ -151,6 +157,7 @@ class AblateSweeper(BasicSweeper):
         # a tuned key on the command line (optim.lr=8e-3,1.6e-2) replaces its grid and stays tuned
         base = self._parse_config() + [t for t, k in zip(tune, tuned) if k not in given] + list(arguments)
         structure = arm_structure(self.arms)
+        self.check_only()
         jobs, self.structure = [], {}
         for arm, arm_overrides in (self.arms or {"": []}).items():
             overrides = parser.parse_overrides(base + arm_overrides)
@@ -165,10 +172,22 @@ class AblateSweeper(BasicSweeper):
                 own = structure.get(arm, Arm(arm))
                 row = Arm(_label(arm, grid), own.parent and _label(own.parent, grid), own.changes, grid)
                 self.structure[row.name] = row
+                if self.only is not None and arm not in self.only:
+                    continue
                 point = "".join(f"{short_key(k)}={values[k]}/" for k in tuned if k in values)
                 tune = [f"sweep.tune=[{','.join(tuned)}]", f"sweep.point='{point}'"] if tuned else []
                 jobs.append([*job, *_arm_overrides(row), *tune])
         return jobs
+
+    def check_only(self) -> None:
+        """``only`` names arms of the sweep: one line naming an unknown one and the arms, exit status 2."""
+        unknown = [name for name in self.only or [] if name not in self.arms]
+        if unknown:
+            name = self.config.sweep.get("name")
+            print(f"error: hydra.sweeper.only={unknown[0]!r} is not an arm of "
+                  f"{f'sweeps={name}' if name else 'this sweep'}; choose from: {', '.join(self.arms) or 'none'}",
+                  file=sys.stderr)
+            sys.exit(2)
 
     def check_baseline(self) -> None:
         """A declared baseline must be one of the sweep's arms (the order of its words aside): one line naming
