@@ -123,6 +123,19 @@ def test_the_tuned_studys_runs_keep_their_identity_so_it_continues_from_this_che
         record["run_id"]
 
 
+@pytest.mark.parametrize("record, overrides", [
+    ("seed_to_gpt2_tuned/records/gpt2/lr=0.008/seed=3", ["model=gpt2", "optim.lr=0.008", "seed=3"]),
+    ("gpt2_to_modern/records/modern/seed=1", ["model=modern", "optim.lr=0.001", "seed=1"]),
+])
+def test_the_recipe_study_takes_over_runs_of_the_same_identity_from_other_studies(compose_cfg, record, overrides):
+    """sweeps=recipe's AdamW-with-cosine arms are those studies' runs (same resolved settings, same seed): copied
+    into its folder, they are skipped, not rerun; a Muon or WSD arm is another run."""
+    run_id = json.loads((ROOT / "reports" / record / "summary.json").read_text())["run_id"]
+    assert run_identity(compose_cfg("sweeps=recipe", *overrides)) == run_id
+    assert run_identity(compose_cfg("sweeps=recipe", *overrides, "optim/optimizer=muon")) != run_id
+    assert run_identity(compose_cfg("sweeps=recipe", *overrides, "optim/schedule=wsd")) != run_id
+
+
 @pytest.mark.slow
 def test_nan_stops_the_run_as_diverged(compose_cfg, tmp_path):
     summary = run(compose_cfg(*RUN, "optim.lr=1e6", "optim.warmup_steps=0", "trainer.gradient_clip_val=null"), tmp_path)
