@@ -25,6 +25,7 @@ def _spin(seconds: float) -> None:
         pass
 
 
+@pytest.mark.alone
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/stat")
 def test_the_quiet_machine_check_sees_other_processes_and_not_its_own():
     """The report's busy check counts another process's work, and not this process's own threads."""
