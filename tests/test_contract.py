@@ -138,6 +138,7 @@ def test_layernorm_variants_keep_gpt2s_parameter_names(bias):
         assert all(".ln_" in key and key.endswith(".bias") for key in union - k), (name, union - k)
 
 
+@pytest.mark.slow
 def test_full_factorial_builds_and_trains():
     """Every combination of one variant per slot builds, gives a finite loss, and one AdamW step moves
     every parameter tensor."""

@@ -17,6 +17,7 @@ from ablate.gpucheck import DRY_SIZE, bench_gpt2, markdown
 ROOT = Path(__file__).parents[1]
 
 
+@pytest.mark.slow
 def test_gpt2_arms_run_on_the_cpu_and_make_a_report():
     result = bench_gpt2(torch.device("cpu"), DRY_SIZE, steps=1, warmup=1, compile=False)
     assert result["sizes"]["vocab_size"] == 50257 and result["sizes"]["vocab_padded"] == 50304

@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 from conftest import compose_config
 from hypothesis import HealthCheck, event, given, settings
@@ -31,6 +32,7 @@ preset_override = st.sampled_from(["model=gpt2", "model=seed", "model=gpt3"])
 overrides = st.lists(st.one_of(preset_override, slot_override, size_override, number_override, flag_override), max_size=6)
 
 
+@pytest.mark.slow
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(overrides)
 def test_random_overrides_build_a_working_model_or_fail_with_one_clear_line(args):
@@ -104,6 +106,7 @@ RUN_BASE = [
 ]
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(drawn=settings_overrides)
 def test_random_settings_train_two_steps_or_fail_with_one_line_naming_a_drawn_key(drawn, tmp_path_factory):

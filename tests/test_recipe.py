@@ -19,7 +19,7 @@ from ablate.checkpoints import load_checkpoint
 from ablate.config import check_overrides
 from ablate.errors import ConfigError
 from ablate.model import GPT, GPTConfig
-from ablate.recipe import build_optimizer, lr_at, lr_factor, muon_matrices, optimizer, schedule
+from ablate.recipe import Muon, build_optimizer, lr_at, lr_factor, muon_matrices, optimizer, orthogonalize, schedule
 from ablate.registry import RECIPE_SLOTS, SLOTS
 from ablate.train import run
 
@@ -131,6 +131,48 @@ def test_muon_takes_the_blocks_matrices_and_adamw_the_rest():
         group["lr"] = 0.5
     assert all(g["lr"] == 0.5 for o in opt.optimizers for g in o.param_groups)
 
+
+
+def _muon_steps(make, steps: int = 3) -> list[torch.Tensor]:
+    """The matrices after ``steps`` Muon updates from one start, the same gradients each time."""
+    torch.manual_seed(0)
+    weights = [torch.nn.Parameter(torch.randn(rows, cols)) for rows, cols in ((24, 8), (8, 8), (8, 32))]
+    grads = [torch.randn(steps, *w.shape) for w in weights]
+    opt = make(weights)
+    for i in range(steps):
+        for w, g in zip(weights, grads, strict=True):
+            w.grad = g[i].clone()
+        opt.step()
+    return [w.detach().clone() for w in weights]
+
+
+def test_muon_in_bfloat16_is_pytorchs_muon_bit_for_bit_and_in_float32_nearer_the_exact_iteration():
+    """ablate's Muon only lets the Newton-Schulz iteration run in float32 (a CPU emulates bfloat16 matmuls, ~10x
+    slower): in bfloat16 its updates are torch.optim.Muon's exactly, tall, square and wide matrices alike."""
+    settings = {"lr": 0.02, "weight_decay": 0.1, "adjust_lr_fn": "match_rms_adamw"}
+    theirs = _muon_steps(lambda ws: torch.optim.Muon(ws, **settings))
+    ours = _muon_steps(lambda ws: Muon(ws, ns_dtype=torch.bfloat16, **settings))
+    assert all(torch.equal(a, b) for a, b in zip(theirs, ours, strict=True))
+    fp32 = _muon_steps(lambda ws: Muon(ws, ns_dtype=torch.float32, **settings))
+    assert not any(torch.equal(a, b) for a, b in zip(theirs, fp32, strict=True))
+    # one iteration: float32 lands within float32 rounding of float64, bfloat16 within bfloat16's (8 bits)
+    g = torch.randn(24, 8, dtype=torch.float64)
+    exact = orthogonalize(g, (3.4445, -4.7750, 2.0315), 5, 1e-7, torch.float64)
+    err32 = (orthogonalize(g.float(), (3.4445, -4.7750, 2.0315), 5, 1e-7, torch.float32).double() - exact).abs().max()
+    err16 = (orthogonalize(g.float(), (3.4445, -4.7750, 2.0315), 5, 1e-7, torch.bfloat16).double() - exact).abs().max()
+    assert err32 < 1e-5 < 1e-3 < err16
+
+
+def test_muon_runs_its_iteration_in_bfloat16_on_gpus_and_float32_elsewhere_unless_told():
+    model = tiny_model()
+    assert build_optimizer(model, optim_cfg("optim/optimizer=muon")).optimizers[0].ns_dtype == torch.float32
+    assert build_optimizer(model, optim_cfg("optim/optimizer=muon"), "cuda").optimizers[0].ns_dtype == torch.bfloat16
+    chosen = build_optimizer(model, optim_cfg("optim/optimizer=muon", "optim.optimizer.ns_dtype=bfloat16"))
+    assert chosen.optimizers[0].ns_dtype == torch.bfloat16
+    with pytest.raises(ConfigError) as e:
+        check_overrides(["optim/optimizer=muon", "optim.optimizer.ns_dtype=float16"])
+    assert str(e.value) == ("optim.optimizer.ns_dtype='float16': choose one of: bfloat16, float32, null (bfloat16 on "
+                            "GPUs, float32 elsewhere)")
 
 # warm-up 5, decays over 40 steps, wsd decaying from step 10: step 16 (the pre-emption) is mid-schedule
 RECIPE = [*RUN, "optim.warmup_steps=5", "optim.lr=3e-3", "optim.min_lr=3e-4"]

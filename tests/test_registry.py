@@ -87,6 +87,7 @@ def test_unknown_key_is_one_line_naming_its_parents_keys(args, message):
     assert str(e.value).startswith(message) and "\n" not in str(e.value)
 
 
+@pytest.mark.slow
 def test_keys_are_checked_in_the_config_the_group_overrides_compose():
     # keys of the chosen preset and variants, keys added with +, hydra's own keys: all pass
     check_overrides(["model/qk_norm=rms", "model.qk_norm.eps=1e-5", "model/positional=rotary",

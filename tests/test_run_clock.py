@@ -13,6 +13,7 @@ from ablate.contract import SUMMARY
 from ablate.records import RunRecord
 
 
+@pytest.mark.slow
 def test_the_clock_starts_with_the_process_not_with_the_import():
     """A process that sleeps 1.5 s before importing ablate is 1.5 s old when it asks (not 0, as an import-time clock
     would say); the imports after the sleep make it a little older still."""

@@ -30,6 +30,7 @@ def test_the_promised_sweeps_ship():
     assert {"seed_to_gpt2", "factorial", "norm_lr_warmup", "search_lr"} <= set(NAMED)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMED)
 def test_each_named_sweep_composes_as_a_multirun_with_its_group(name):
     cfg = compose_config(f"sweeps={name}", hydra=True)
@@ -148,6 +149,7 @@ def test_a_bad_override_in_one_arm_is_one_line_before_anything_is_written(tmp_pa
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_a_baseline_that_is_no_arm_is_one_line_before_anything_is_written(tmp_path):
     result = cli("ablate-train", "sweeps=gpt2_to_modern", "sweep.baseline=gtp2", f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path)
     assert result.returncode == 2, result.stderr[-2000:]

@@ -345,6 +345,10 @@ def check_ranges(cfg: dict[str, Any]) -> list[str]:
     if "ns_steps" in optimizer:
         need(optimizer["ns_steps"] >= 1,
              f"optim.optimizer.ns_steps={optimizer['ns_steps']!r} must be a positive integer")
+    if optimizer.get("ns_dtype") is not None:
+        need(optimizer["ns_dtype"] in ("bfloat16", "float32"),
+             f"optim.optimizer.ns_dtype={optimizer['ns_dtype']!r}: choose one of: bfloat16, float32, "
+             f"null (bfloat16 on GPUs, float32 elsewhere)")
     if "adjust_lr_fn" in optimizer:
         need(optimizer["adjust_lr_fn"] in ("match_rms_adamw", "original"),
              f"optim.optimizer.adjust_lr_fn={optimizer['adjust_lr_fn']!r}: choose one of: match_rms_adamw, original")
