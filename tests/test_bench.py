@@ -7,6 +7,7 @@ import math
 from collections.abc import Iterator
 
 import pytest
+import torch
 
 from ablate.bench import main
 from ablate.registry import SLOTS
@@ -34,6 +35,8 @@ def test_quick_benchmark_writes_a_complete_report(tmp_path):
     assert f"`{report['command']}`" in markdown
     assert set(report["versions"]) == {"python", "torch", "lightning", "transformers", "ablate"}
     assert report["machine"]["cores"] >= 1 and report["machine"]["torch_threads"] >= 1
+    capability = torch.backends.cpu.get_cpu_capability()
+    assert report["machine"]["cpu_capability"] == capability and f"({capability} kernels)" in markdown
     assert report["matmul_flops_per_s"]["fp32"] > 0
     assert report["others_cpu_use_start"] is None or report["others_cpu_use_start"] >= 0
     assert "other processes' CPU use over 2 s" in markdown

@@ -164,6 +164,7 @@ def test_full_factorial_builds_and_trains():
     assert len(seen) == len(combos) == math.prod(len(slot.names()) for slot in SLOTS.values())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("slot", "variant"), PAIRS, ids=IDS)
 def test_compiles_as_one_graph_and_computes_what_eager_does(make_model, slot, variant):
     """torch.compile captures the whole model in one graph (fullgraph: no graph break, which would leave part

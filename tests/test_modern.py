@@ -360,6 +360,7 @@ def test_parallel_block_is_x_plus_attn_plus_mlp_of_one_norm(make_model):
 # --- model.bias=false ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", ["gpt2", "seed", "modern"])
 def test_bias_false_leaves_no_bias_anywhere(make_model, preset):
     """model.bias=false: no parameter named *bias* for any mlp × layernorm variant (the output layer's

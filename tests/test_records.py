@@ -109,6 +109,7 @@ def test_records_hold_the_arm_as_structure_and_old_ones_as_a_name():
     assert grid_levels(RunData("norm=pre lr=0.001")) == {"norm": "pre", "lr": "0.001"}  # an old record's name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("study", ["seed_to_gpt2", "gpt2_to_modern"])
 def test_structured_records_make_the_committed_report(tmp_path, study):
     """The committed records with their arms as the sweeper now records them (structure derived from the sweep

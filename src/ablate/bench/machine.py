@@ -30,7 +30,9 @@ def environment(device: torch.device) -> dict[str, Any]:
     except ImportError:
         hf = "not installed"
     return {
-        "machine": {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        # the vector kernels PyTorch picked on this CPU (AVX2, AVX512, ...): hosts that share a model name differ
+        "machine": {"cpu": cpu, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cores": os.cpu_count(),
+                    "torch_threads": torch.get_num_threads(),
                     "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "lightning": L.__version__,
                      "transformers": hf, "ablate": _version()},

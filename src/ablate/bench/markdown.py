@@ -100,7 +100,8 @@ def _preamble(title: str, report: dict[str, Any]) -> list[str]:
     m, v = report["machine"], report["versions"]
     return [f"# {title}", "", *(f"> **Warning:** {w}\n" for w in report["warnings"]),
             f"- Command: `{report['command']}`",
-            f"- Machine: {m['cpu']}, {m['cores']} cores, {m['torch_threads']} torch threads, "
+            f"- Machine: {m['cpu']}" + (f" ({m['cpu_capability']} kernels)" if m.get("cpu_capability") else "")
+            + f", {m['cores']} cores, {m['torch_threads']} torch threads, "
             f"GPU: {m['gpu'] or 'none'}",
             "- Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
             f"- At start: 1-minute load average {report['load_avg_1min_start']:.2f} (this process's start-up "
