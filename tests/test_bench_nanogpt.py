@@ -141,12 +141,15 @@ def test_an_ablate_runs_record_gives_its_numbers(compose_cfg, tmp_path):
                          ("final_eval_time_s", "final_eval_time_s"), ("val_loss_last_eval", "val_loss_last"),
                          ("val_loss_whole_split", "val_loss_final")):
         assert parsed[ours] == summary[theirs] and summary[theirs] > 0, ours
+    assert {f"startup_{name}_s": s for name, s in summary["time_to_first_step_parts_s"].items()} == \
+        {k: v for k, v in parsed.items() if k.startswith("startup_")} and len(summary["time_to_first_step_parts_s"]) == 6
 
 
 def test_the_report_states_each_sides_numbers():
     nanogpt = {"wall_s": 60.0, "time_to_first_step_s": 5.0, **parse_nanogpt((FIXTURES / "train_stdout.txt").read_text())}
     ablate = {"wall_s": 90.0, "steps": 4, "time_per_step_s": 0.5, "time_to_first_step_s": 4.0, "eval_time_s": 1.5,
-              "final_eval_time_s": 2.5, "val_loss_last_eval": 3.9, "val_loss_whole_split": 3.8, "status": "completed"}
+              "final_eval_time_s": 2.5, "val_loss_last_eval": 3.9, "val_loss_whole_split": 3.8, "status": "completed",
+              "startup_launch_and_config_s": 2.5, "startup_wandb_s": 0.75}
     report = {
         "command": "ablate-bench --nanogpt /n", "machine": {"cpu": "x", "cores": 2, "torch_threads": 2, "gpu": None},
         "versions": {"torch": "2"}, "load_avg_1min_start": 0.1, "others_cpu_use_start": 0.0, "warnings": [],
@@ -166,6 +169,8 @@ def test_the_report_states_each_sides_numbers():
     assert runs == ["| nanogpt 1 | 60.00 | 5.00 | 2332.9 | 4.03 | 4.1346 |", "| ablate 1 | 90.00 | 4.00 | 500.0 | 1.50 | 3.9000 |",
                     "| nanogpt 2 | 60.00 | 5.00 | 2332.9 | 4.03 | 4.1346 |", "| ablate 2 | 90.00 | 4.00 | 500.0 | 1.50 | 3.9000 |"]
     assert "1,003,854 training and 111,540 validation tokens" in text
+    assert "ablate's time to the first step by phase (medians, its record's `time_to_first_step_parts_s`): " \
+           "launch and config 2.50 s, wandb 0.75 s." in text
 
 
 @pytest.mark.slow

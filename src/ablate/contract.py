@@ -136,6 +136,7 @@ class Summary(TypedDict, total=False):
     wall_time_s: float
     # timed by records.RunClock
     time_to_first_step_s: float  # from the process's start (or the previous run's end in the same process)
+    time_to_first_step_parts_s: dict[str, float]  # seconds per start-up phase (ablate.clock.PHASES)
     eval_time_s: float  # evaluations during training, every attempt
     final_eval_time_s: float  # the final whole-split evaluation
 

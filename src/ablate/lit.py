@@ -16,6 +16,7 @@ from lightning.pytorch.trainer.states import RunningStage, TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
 
 from ablate.checkpoints import check_compatible, load_checkpoint
+from ablate.clock import phase_done
 from ablate.convert import load_gpt2_weights, load_state_dict_file
 from ablate.gpu import runtime
 from ablate.model import GPT, GPTConfig
@@ -206,6 +207,7 @@ class LitGPT(L.LightningModule):
     def on_train_start(self) -> None:
         """State what this run computes with (the GPU defaults: precision, TF32, fused AdamW, compile, SDPA,
         vocabulary padding) in its record (``summary.json``'s ``runtime``) and its wandb config."""
+        phase_done("trainer_setup")
         optimizer = self.trainer.optimizers[0] if self.trainer.optimizers else None
         state = runtime(self.device, self.trainer.precision, optimizer, self.model)
         for logger in self.loggers:

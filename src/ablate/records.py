@@ -14,7 +14,6 @@ These files are what ``ablate-report`` reads; wandb holds the same numbers for t
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from lightning.pytorch.loggers.logger import Logger
 from lightning.pytorch.utilities import rank_zero_only
 
 from ablate.atomic import atomic_write_json, atomic_write_text
+from ablate.clock import PHASES, process_start, startup_parts
 from ablate.contract import (
     METRICS,
     SAMPLES,
@@ -121,27 +121,14 @@ class RunRecord(Logger):
 
 
 # -- time to the first step, time evaluating --------------------------------------------------------------
-_IMPORTED = time.time()
 _previous_run_end: float | None = None  # set by RunRecord.close: a process may run several runs (sweeps)
-
-
-def process_start() -> float:
-    """When this process started, as Unix time: Linux's start time of the process (/proc/self/stat, in clock
-    ticks since boot, against /proc/uptime); elsewhere, or where the two disagree, when this module was imported."""
-    try:
-        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
-        start = time.time() - (uptime - ticks / os.sysconf("SC_CLK_TCK"))
-    except (OSError, ValueError, IndexError):
-        return _IMPORTED
-    # a container may show the host's boot clock in one file and its own in the other
-    return start if _IMPORTED - 3600 < start <= _IMPORTED else _IMPORTED
 
 
 class RunClock(L.Callback):
     """Records in the run's ``summary.json`` how long the run took to reach the end of its first training step
     (``time_to_first_step_s``, printed once), counted from the process's start, or, in a process that ran a run
-    before (a sweep's jobs), from that run's end; and the seconds spent in evaluations during training
+    before (a sweep's jobs), from that run's end, and its parts (``time_to_first_step_parts_s``: seconds per
+    start-up phase, ``ablate.clock.PHASES``); and the seconds spent in evaluations during training
     (``eval_time_s``, every attempt of a resumed run) and in the final whole-split evaluation
     (``final_eval_time_s``)."""
 
@@ -159,11 +146,14 @@ class RunClock(L.Callback):
         if self.first_step_done:
             return
         self.first_step_done = True
-        seconds = round(time.time() - self.since, 3)
+        now = time.time()
+        seconds, parts = round(now - self.since, 3), startup_parts(self.since, now)
         if (record := self._record(trainer)) is not None:
             record.summary["time_to_first_step_s"] = seconds
+            record.summary["time_to_first_step_parts_s"] = parts
         since = "the previous run's end" if self.since == _previous_run_end else "the process's start"
-        print(f"time to first training step: {seconds:.2f} s after {since}")
+        split = ", ".join(f"{name.replace('_', ' ')} {parts[name]:.2f}" for name in PHASES if name in parts)
+        print(f"time to first training step: {seconds:.2f} s after {since} ({split})")
 
     @rank_zero_only
     def on_validation_start(self, *_: Any) -> None:

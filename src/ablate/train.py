@@ -23,6 +23,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from ablate.atomic import atomic_write_json
+from ablate.clock import phase_done, run_starting
 from ablate.config import check_overrides, conf_dir, import_user_modules, run_name
 from ablate.contract import FINISHED, METRICS, SAMPLES, SUMMARY, Arm, Summary, read_summary
 from ablate.errors import AblateError, ConfigError
@@ -149,13 +150,17 @@ def run(cfg: DictConfig, output_dir: str | Path, callbacks: list[Any] | None = N
     killed, failed) resumes from its last checkpoint. ``callbacks`` are added to the Trainer's.
     """
     output_dir = Path(output_dir)
+    run_starting()
     _prepare(cfg, output_dir)
     skipped = skip_if_finished(cfg, output_dir)
     if skipped is not None:
         return skipped
+    phase_done("lightning_and_checks")
     previous = _claim(output_dir, read_summary(output_dir), run_identity(cfg))
     built = _build(cfg, output_dir, previous)
+    phase_done("data_and_model")
     loggers = _open_record(cfg, output_dir, built, previous)
+    phase_done("wandb")
     return _train(cfg, output_dir, built, loggers, callbacks)
 
 
@@ -380,6 +385,7 @@ def _wandb_logger(
     # has no effect and will be removed"; left out, wandb uses its own default, as it would for None.
     if logger._wandb_init.get("anonymous") is None:
         logger._wandb_init.pop("anonymous", None)
+    logger.experiment  # noqa: B018  start the wandb run now (Lightning would at setup): its id goes in the record
     return logger
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ablate.clock import PHASES
+
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
@@ -161,6 +163,10 @@ def nanogpt_markdown(report: dict[str, Any]) -> str:
          f"{n['last_eval_step']}", f"{_num(a['val_loss_last_eval'], '.4f')} (whole split "
          f"{_num(a['val_loss_whole_split'], '.4f')})", ""],
     ])
+    phases = [(name, a[f"startup_{name}_s"]) for name in PHASES if a.get(f"startup_{name}_s") is not None]
+    if phases:
+        lines += ["ablate's time to the first step by phase (medians, its record's `time_to_first_step_parts_s`): "
+                  + ", ".join(f"{name.replace('_', ' ')} {seconds:.2f} s" for name, seconds in phases) + ".", ""]
     lines += ["Each run:", ""]
     lines += _table(["run", "wall (s)", "to first step (s)", "ms/step", "evaluation (s)", "validation loss"], [
         [f"{side} {i + 1}", _num(r["wall_s"]), _num(r["time_to_first_step_s"]), _num(r["time_per_step_s"], ".1f", 1e3),

@@ -109,6 +109,8 @@ def parse_ablate(run_dir: Path) -> dict[str, Any]:
         "time_to_first_step_s": summary.get("time_to_first_step_s"), "eval_time_s": summary.get("eval_time_s"),
         "final_eval_time_s": summary.get("final_eval_time_s"), "val_loss_last_eval": summary.get("val_loss_last"),
         "val_loss_whole_split": summary.get("val_loss_final"), "status": summary.get("status"),
+        # the start-up's phases as flat numbers (ablate.clock.PHASES), so that medians take them one by one
+        **{f"startup_{name}_s": s for name, s in (summary.get("time_to_first_step_parts_s") or {}).items()},
     }
 
 
