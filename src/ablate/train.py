@@ -439,8 +439,6 @@ def _resumed_config(run_dir: str) -> tuple[DictConfig, Path]:
 
 @hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> float | None:
-    from lightning.pytorch.utilities.exceptions import SIGTERMException
-
     output_dir = Path(HydraConfig.get().runtime.output_dir)
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     start = time.time()
@@ -453,7 +451,12 @@ def _hydra_main(cfg: DictConfig) -> float | None:
             raise  # recorded as failed; the sweep goes on with its other jobs
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    except SIGTERMException:
+    except SystemExit as e:
+        # Lightning's SIGTERMException (a SystemExit), imported here: importing Lightning is the run's to time
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        if not isinstance(e, SIGTERMException):
+            raise
         print(f"Interrupted by SIGTERM; checkpoint saved. Continue with: ablate-train resume={output_dir}")
         sys.exit(143)  # 128 + SIGTERM, what schedulers expect of a terminated job
     if summary["status"] != "completed":
