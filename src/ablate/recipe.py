@@ -56,6 +56,15 @@ def muon_matrices(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.transformer.h.parameters() if p.requires_grad and p.dim() == 2]
 
 
+def _closure_loss(closure: Any) -> Any:
+    """What an optimizer's ``step(closure)`` returns: the closure's loss, computed with gradients on (as PyTorch's
+    optimizers do), or None without one."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
 class Chained(torch.optim.Optimizer):
     """Several optimizers over disjoint parameters as one: what Lightning's automatic optimization steps.
 
@@ -87,10 +96,7 @@ class Chained(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _closure_loss(closure)
         for o in self.optimizers:
             o.step()
         return loss
@@ -144,10 +150,7 @@ class Muon(torch.optim.Muon):
     def step(self, closure: Any = None) -> Any:
         from torch.optim._muon import _adjust_lr
 
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _closure_loss(closure)
         for group in self.param_groups:
             lr, momentum = group["lr"], group["momentum"]
             for p in group["params"]:
