@@ -8,6 +8,7 @@ import time
 
 import pytest
 from conftest import TINY, cli
+from lightning.pytorch.callbacks import Callback
 
 from ablate import clock
 from ablate.clock import PHASES
@@ -68,3 +69,31 @@ def test_start_up_parts_add_up_from_the_marks_since_the_runs_start(monkeypatch):
     assert clock._phases == [] and clock.startup_parts(since=16.0, now=17.0) == {"first_step": 1.0}
     with pytest.raises(ValueError, match="unknown start-up phase 'imports'; the phases: launch_and_config, "):
         clock.phase_done("imports")
+
+
+@pytest.mark.parametrize("collector_on", [False, True])
+def test_a_run_started_without_the_garbage_collector_trains_with_it(compose_cfg, tmp_path, collector_on):
+    """``ablate-train`` starts up with the cyclic collector off; the run turns it back on for training, with what the
+    start-up made frozen out of its passes. A run started with it on (a test, a sweep's later run) changes nothing."""
+    import gc
+
+    from ablate.train import run
+
+    cfg = compose_cfg(*TINY, "trainer.max_steps=2", "trainer.val_check_interval=2", "data.eval_batches=1",
+                      "sample.max_new_tokens=2", "data.val_fraction=0.01", "logger.mode=disabled",
+                      "trainer.enable_progress_bar=false")
+    seen = []
+
+    class Watch(Callback):
+        def on_train_batch_start(self, *_):
+            seen.append((gc.isenabled(), gc.get_freeze_count()))
+
+    (gc.enable if collector_on else gc.disable)()
+    try:
+        assert run(cfg, tmp_path, callbacks=[Watch()])["status"] == "completed"
+    finally:
+        frozen = gc.get_freeze_count()
+        gc.unfreeze()
+        gc.enable()
+    assert {on for on, _ in seen} == {True}  # on for every training step
+    assert (frozen > 0) != collector_on  # the start-up's objects frozen only when it ran without the collector

@@ -94,6 +94,7 @@ def test_a_setting_with_no_schema_entry_is_refused_naming_it():
         ("logger.mode=loud", "logger.mode='loud': choose one of: auto, online, offline, disabled"),
         ("sample.temperature=0", "sample.temperature=0 must be a positive number"),
         ("sample.prompt=''", "sample.prompt='' must be at least one character"),
+        ("sample.every=0", "sample.every=0 must be a positive number of steps or null (every evaluation)"),
         ("sweep.margin=0", "sweep.margin=0 must be a positive number of nats or null"),
         # relations
         ("optim.min_lr=0.01", "optim.min_lr=0.01 must not exceed optim.lr=0.001"),

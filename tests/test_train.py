@@ -4,6 +4,7 @@ import csv
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -46,7 +47,7 @@ class RecordWrites(Callback):
 
 
 def test_short_run_writes_its_record_and_an_offline_wandb_run(compose_cfg, tmp_path):
-    cfg = compose_cfg(*SHORT, "logger.mode=offline", "logger.group=unit", "model/norm=post")
+    cfg = compose_cfg(*SHORT, "logger.mode=offline", "logger.group=unit", "model/norm=post", "sample.every=20")
     writes = RecordWrites(tmp_path / "metrics.csv")
     summary = run(cfg, tmp_path, callbacks=[writes])
     # rewritten at each checkpoint and evaluation (every 10 steps), not at each logging step (every 5)
@@ -72,7 +73,8 @@ def test_short_run_writes_its_record_and_an_offline_wandb_run(compose_cfg, tmp_p
     assert len(val) == 3 and saved["val_loss_best"] == min(val) and saved["val_loss_last"] == val[-1]
     assert val[-1] < math.log(65)  # it learned something: below the uniform guess
     assert abs(saved["val_loss_final"] - val[-1]) < 0.3  # the whole split agrees with the fixed batches
-    assert (tmp_path / "samples.txt").read_text().count("===== step") == 3
+    # a sample at the first evaluation at or after every 20 steps (20) and at the last one (30), not at 10
+    assert re.findall(r"===== step (\d+) =====", (tmp_path / "samples.txt").read_text()) == ["20", "30"]
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
 
     # the offline wandb run holds the config, the per-slot keys, the tags and the metrics
@@ -213,7 +215,7 @@ def test_a_compiled_run_compiles_one_graph_for_training_and_one_for_evaluation(c
     torch._dynamo.reset()
     counters.clear()
     summary = run(compose_cfg(*TINY, "model.compile=true", "trainer.max_steps=20", "trainer.val_check_interval=10",
-                              "data.eval_batches=2", "sample.max_new_tokens=20", "logger.mode=disabled",
+                              "data.eval_batches=2", "sample.max_new_tokens=20", "sample.every=null", "logger.mode=disabled",
                               "trainer.enable_progress_bar=false", "data.val_fraction=0.01"), tmp_path)
     assert summary["status"] == "completed" and summary["steps"] == 20
     assert counters["stats"]["unique_graphs"] == 2

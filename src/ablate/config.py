@@ -110,6 +110,8 @@ def check_overrides(args: list[str]) -> None:
     this check runs first and says it in one.
     """
     overrides = [a for i, a in enumerate(args) if not a.startswith("-") and not _flag_value(args, i)]
+    if not overrides:
+        return  # the default config, which Hydra is about to compose anyway
     parser = OverridesParser.create()
     try:
         parsed = parser.parse_overrides(overrides)

@@ -176,8 +176,19 @@ class LitGPT(L.LightningModule):
         self.log_dict(metrics, prog_bar=fitting, sync_dist=True)  # already reduced: identical on every rank
         if fitting and not math.isfinite(loss):
             self._diverge(f"validation loss {loss} at step {self.global_step}")
-        elif fitting and self.hparams.sample:
+        elif fitting and self.hparams.sample and self._sample_due():
             self._log_sample()
+
+    def _sample_due(self) -> bool:
+        """A text sample at the first evaluation at or after every ``sample.every`` training steps, and at the
+        last evaluation of training; every evaluation when ``sample.every`` is null. A function of the global
+        step alone, so a resumed run samples where an uninterrupted one would."""
+        every, interval = self.hparams.sample.get("every"), self.trainer.val_check_interval  # steps, both
+        if every is None:
+            return True
+        step = self.global_step
+        last = step + interval > self.trainer.max_steps  # no evaluation after this one while training
+        return last or step // every > (step - interval) // every  # a multiple of every in (step - interval, step]
 
     def _log_sample(self) -> None:
         cfg = self.hparams.sample

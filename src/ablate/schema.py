@@ -103,12 +103,13 @@ class LoggerSchema:
 
 @dataclass
 class SampleSchema:
-    """``sample`` in ``conf/config.yaml``: the text generated at every validation."""
+    """``sample`` in ``conf/config.yaml``: the text generated at evaluations during training."""
 
     prompt: str = "\n"
     max_new_tokens: int = 200
     temperature: float = 0.8
     top_k: int | None = 40
+    every: int | None = 1000
 
 
 @dataclass
@@ -367,6 +368,9 @@ def check_ranges(cfg: dict[str, Any]) -> list[str]:
     if "temperature" in sample:
         t = sample["temperature"]
         need(t > 0 and math.isfinite(t), f"sample.temperature={t!r} must be a positive number")
+    if sample.get("every") is not None:
+        need(sample["every"] >= 1,
+             f"sample.every={sample['every']!r} must be a positive number of steps or null (every evaluation)")
     if sample.get("top_k") is not None:
         need(sample["top_k"] >= 1, f"sample.top_k={sample['top_k']!r} must be a positive integer or null (all tokens)")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import gc
 import hashlib
 import json
 import logging
@@ -161,7 +163,18 @@ def run(cfg: DictConfig, output_dir: str | Path, callbacks: list[Any] | None = N
     phase_done("data_and_model")
     loggers = _open_record(cfg, output_dir, built, previous)
     phase_done("wandb")
+    _collect_garbage_again()
     return _train(cfg, output_dir, built, loggers, callbacks)
+
+
+def _collect_garbage_again() -> None:
+    """``ablate-train`` starts up with Python's cyclic garbage collector off (see ``main``): the imports and the
+    start-up make little garbage, and each of the collector's full passes would walk every object they made.
+    What they made lasts as long as the process, so it is frozen out of later passes, and the collector is on
+    again for training (and for a sweep's later runs in this process)."""
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
 
 
 def _prepare(cfg: DictConfig, output_dir: Path) -> None:
@@ -473,6 +486,12 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
 def main() -> None:
     """Console entry point: register user variants, check the overrides, then hand over to Hydra."""
+    # Start-up (importing Lightning, composing, building) without the cyclic collector, until _collect_garbage_again;
+    # and at exit, after every other exit handler (this one, registered first, runs last), no collection either:
+    # the interpreter's own would walk every object the imports made to free memory the process is about to hand
+    # back. Records and files are closed before then. Measured in the README's "Against nanoGPT".
+    gc.disable()
+    atexit.register(gc.freeze)
     try:
         import_user_modules()
         check_overrides(sys.argv[1:])
