@@ -34,6 +34,16 @@ def training_flops_per_token(config: GPTConfig) -> float:
     return measure_flops(model, lambda: model(idx)[0], loss_fn=torch.Tensor.sum) / config.block_size
 
 
+def sample_due(step: int, every: int | None, interval: int, max_steps: int) -> bool:
+    """Whether the evaluation after training step ``step`` (one every ``interval`` steps) writes a text sample: the
+    first at or after every ``every`` steps does, and the last of training; all do when ``every`` is None. A
+    function of the step alone, so a resumed run samples where an uninterrupted one would."""
+    if every is None:
+        return True
+    last = step + interval > max_steps  # no evaluation after this one while training
+    return last or step // every > (step - interval) // every  # a multiple of every in (step - interval, step]
+
+
 class TrainingThroughput(ThroughputMonitor):
     """Lightning's ThroughputMonitor (tokens/s, FLOP/s, MFU), for training alone. The parent also times each
     evaluation batch and logs it at the evaluation's running batch count as if that were a training step
@@ -176,19 +186,10 @@ class LitGPT(L.LightningModule):
         self.log_dict(metrics, prog_bar=fitting, sync_dist=True)  # already reduced: identical on every rank
         if fitting and not math.isfinite(loss):
             self._diverge(f"validation loss {loss} at step {self.global_step}")
-        elif fitting and self.hparams.sample and self._sample_due():
+        elif fitting and self.hparams.sample and sample_due(
+            self.global_step, self.hparams.sample.get("every"), self.trainer.val_check_interval, self.trainer.max_steps
+        ):
             self._log_sample()
-
-    def _sample_due(self) -> bool:
-        """A text sample at the first evaluation at or after every ``sample.every`` training steps, and at the
-        last evaluation of training; every evaluation when ``sample.every`` is null. A function of the global
-        step alone, so a resumed run samples where an uninterrupted one would."""
-        every, interval = self.hparams.sample.get("every"), self.trainer.val_check_interval  # steps, both
-        if every is None:
-            return True
-        step = self.global_step
-        last = step + interval > self.trainer.max_steps  # no evaluation after this one while training
-        return last or step // every > (step - interval) // every  # a multiple of every in (step - interval, step]
 
     def _log_sample(self) -> None:
         cfg = self.hparams.sample

@@ -46,9 +46,10 @@ def _size_markdown(name: str, s: dict[str, Any], device: str) -> list[str]:
         f"against a plain PyTorch loop doing the same computation (same data module, model, AdamW, LR schedule, "
         f"clipping, LitGPT's diagnostics and evaluations; nothing logged or saved). {lt['run_steps']} steps, median "
         f"of {lt['repeats']} pair(s) run alternately after an untimed warm-up pair; totals subtract nothing. With "
-        f"evaluation: every {lt['val_check_interval']} steps on `data.eval_batches` fixed batches plus a text sample, "
-        f"then the whole validation split. Without: periodic evaluation set beyond `max_steps`; the final "
-        f"whole-split evaluation still runs, listed apart. Lightning's parts are timed by a `Trainer` subclass.", "",
+        f"evaluation: every {lt['val_check_interval']} steps on `data.eval_batches` fixed batches (and a text "
+        f"sample every `sample.every` steps), then the whole validation split. Without: periodic evaluation set "
+        f"beyond `max_steps`; the final whole-split evaluation still runs, listed apart. Lightning's parts are timed "
+        f"by a `Trainer` subclass.", "",
     ]
     parts = [("setup_teardown_s", "set-up and teardown"), ("train_s", "training (Lightning: `fit` less evaluations)"),
              ("periodic_eval_s", "periodic evaluation"), ("final_eval_s", "final whole-split evaluation")]
@@ -183,8 +184,9 @@ def nanogpt_markdown(report: dict[str, Any]) -> str:
         "- nanoGPT prints no evaluation time: it is estimated as the time of each step that evaluated less the median "
         "step. It evaluates `eval_iters` random batches of each split at step 0 and every `eval_interval` steps, "
         "saving a checkpoint when the validation loss improves. ablate evaluates `data.eval_batches` fixed validation "
-        "batches every `trainer.val_check_interval` steps, writes a text sample and a checkpoint each time, and at "
-        "the end evaluates the whole validation split (`eval_time_s`, `final_eval_time_s` in its record).",
+        "batches every `trainer.val_check_interval` steps and writes a checkpoint each time (a text sample at the "
+        "first evaluation at or after every `sample.every` steps and at the last), and at the end evaluates the "
+        "whole validation split (`eval_time_s`, `final_eval_time_s` in its record).",
         "- nanoGPT trains one step more than `max_iters` (steps 0 to `max_iters`); its losses are means over random "
         "batches, ablate's over fixed ones, so the two losses differ by sampling as well as by training.",
         "- ablate also writes its record, `metrics.csv` and an offline wandb run as it goes; both run on all the "

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from ablate.bench.harness import Bench
 from ablate.bench.models import build, compose_config, make_optimizer, ours_loss
 from ablate.data import make_datamodule
-from ablate.lit import LitGPT
+from ablate.lit import LitGPT, sample_due
 from ablate.recipe import lr_at
 
 
@@ -69,8 +69,9 @@ def plain_optimizer_and_schedule(module: LitGPT) -> tuple[torch.optim.Optimizer,
 
 def plain_run(b: Bench, cfg: DictConfig) -> dict[str, float]:
     """What ``ablate.train.run`` computes, as a plain PyTorch loop: the same data module, LitGPT's model,
-    optimizer, LR schedule and diagnostics, gradient clipping, periodic evaluations (with attention entropy
-    and a text sample) and the final whole-split evaluation. No logging, progress bar, wandb or checkpoints."""
+    optimizer, LR schedule and diagnostics, gradient clipping, periodic evaluations (with attention entropy,
+    and text samples where LitGPT writes them) and the final whole-split evaluation. No logging, progress bar,
+    wandb or checkpoints."""
     start = time.perf_counter()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data = make_datamodule(OmegaConf.to_container(cfg.data, resolve=True), seed=cfg.seed)
@@ -79,7 +80,8 @@ def plain_run(b: Bench, cfg: DictConfig) -> dict[str, float]:
     model, tr = module.model, cfg.trainer
     optimizer, lr_at_step = plain_optimizer_and_schedule(module)
 
-    def evaluate(loader: Any, fitting: bool) -> float:  # LitGPT's validation_step and on_validation_epoch_end
+    def evaluate(loader: Any, fitting: bool, step: int = 0) -> float:
+        """LitGPT's validation_step and on_validation_epoch_end, after training step ``step``."""
         t0 = time.perf_counter()
         model.eval()
         with torch.inference_mode(), b.autocast(b.amp):
@@ -92,7 +94,7 @@ def plain_run(b: Bench, cfg: DictConfig) -> dict[str, float]:
                     model.attention_entropy(x[:4])
             total = torch.stack(sums).sum(0)
             (total[0] / total[1]).item()
-            if fitting:
+            if fitting and sample_due(step, cfg.sample.every, tr.val_check_interval, tr.max_steps):
                 s = cfg.sample
                 prompt = torch.tensor([module.tokenizer.encode(s.prompt)], dtype=torch.long, device=b.device)
                 generator = torch.Generator(device=b.device).manual_seed(0)
@@ -118,7 +120,7 @@ def plain_run(b: Bench, cfg: DictConfig) -> dict[str, float]:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if (step + 1) % tr.val_check_interval == 0:
-            eval_s += evaluate(data.val_dataloader(), fitting=True)
+            eval_s += evaluate(data.val_dataloader(), fitting=True, step=step + 1)
     b.sync()
     train_s = time.perf_counter() - start - setup_s - eval_s
     final_s = evaluate(data.full_val_dataloader(), fitting=False)
