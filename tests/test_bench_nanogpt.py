@@ -7,6 +7,7 @@ import csv
 import json
 import os
 import pickle
+import re
 import shutil
 import statistics
 import subprocess
@@ -26,6 +27,7 @@ from ablate.bench.nanogpt import (
     parse_nanogpt,
     prepare_shakespeare_char,
 )
+from ablate.bench.nanogpt_steps import ABLATE_ARMS, time_steps
 from ablate.data import default_text_path
 from ablate.errors import AblateError
 
@@ -158,6 +160,8 @@ def test_the_report_states_each_sides_numbers():
         "runs": {"nanogpt": [nanogpt, nanogpt], "ablate": [ablate, ablate]},
         "median": {"nanogpt": nanogpt, "ablate": ablate},
         "commands": {"nanogpt": "cd /n && python train.py ...", "ablate": "ablate-train"},
+        "steps": {"rounds": 6, "steps": 25, "overrides": {"ablate gpt2": [], "ablate gpt2, no biases": ["model.bias=false"]},
+                  "median_step_s": {"nanoGPT model.py": 0.05, "ablate gpt2": 0.06, "ablate gpt2, no biases": 0.055}},
     }
     text = nanogpt_markdown(report)
     assert "| wall time (s) | 60.00 | 90.00 | 1.50× |" in text
@@ -165,12 +169,32 @@ def test_the_report_states_each_sides_numbers():
     assert "| time per training step (ms) | 2332.9 | 500.0 | 0.21× |" in text
     assert "| final evaluation (s) | none | 2.50 (the whole validation split) |  |" in text
     assert "| final validation loss | 4.1346 (train 4.1048), step 2 | 3.9000 (whole split 3.8000) |  |" in text
-    runs = [line for line in text.splitlines() if line.startswith(("| nanogpt ", "| ablate "))]
+    # the steps alone, each arm against nanoGPT's model
+    assert "6 timed rounds of 25 steps each" in text
+    assert "| nanoGPT model.py | its `GPT` (`bias=False`, exact GELU) and `configure_optimizers` | 50.0 | 1.00× |" in text
+    assert "| ablate gpt2 | `ablate-train`'s default | 60.0 | 1.20× |" in text
+    assert "| ablate gpt2, no biases | `model.bias=false` | 55.0 | 1.10× |" in text
+    assert "Training steps alone" not in nanogpt_markdown({**report, "steps": None})  # --step-rounds 0
+    runs = [line for line in text.splitlines() if re.match(r"\| (nanogpt|ablate) \d+ \|", line)]
     assert runs == ["| nanogpt 1 | 60.00 | 5.00 | 2332.9 | 4.03 | 4.1346 |", "| ablate 1 | 90.00 | 4.00 | 500.0 | 1.50 | 3.9000 |",
                     "| nanogpt 2 | 60.00 | 5.00 | 2332.9 | 4.03 | 4.1346 |", "| ablate 2 | 90.00 | 4.00 | 500.0 | 1.50 | 3.9000 |"]
     assert "1,003,854 training and 111,540 validation tokens" in text
     assert "ablate's time to the first step by phase (medians, its record's `time_to_first_step_parts_s`): " \
            "launch and config 2.50 s, wandb 0.75 s." in text
+
+
+def test_the_step_timing_gives_every_arm_the_same_batches_in_turns_after_an_untimed_round():
+    calls = []
+
+    def arm(name):
+        return lambda x, y: calls.append((name, x.sum().item(), y.sum().item(), x.shape, y.shape))
+
+    medians = time_steps({"a": arm("a"), "b": arm("b")}, rounds=2, steps=3)
+    assert set(medians) == {"a", "b"} and all(t >= 0 for t in medians.values())
+    assert [name for name, *_ in calls] == ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3
+    batches = [c[1:] for c in calls if c[0] == "a"]
+    assert batches == [c[1:] for c in calls if c[0] == "b"] and batches[:3] == batches[3:6] == batches[6:]
+    assert batches[0][2:] == ((12, 64), (12, 64))  # inputs and targets at ablate's default batch and block
 
 
 @pytest.mark.slow
@@ -182,7 +206,8 @@ def test_the_whole_comparison_runs_against_a_real_checkout(tmp_path):
     tiny_nanogpt = ["--max_iters=3", "--lr_decay_iters=3", "--eval_interval=2", "--eval_iters=2", "--log_interval=1"]
     tiny_ablate = ["trainer.max_steps=4", "trainer.val_check_interval=2", "trainer.log_every_n_steps=1",
                    "data.eval_batches=2", "sample.max_new_tokens=4", "data.val_fraction=0.01", "logger.mode=disabled"]
-    args = ["--nanogpt", str(checkout), "--out", str(tmp_path), *(f"--nanogpt-arg={a}" for a in tiny_nanogpt),
+    args = ["--nanogpt", str(checkout), "--out", str(tmp_path), "--step-rounds=1",
+            *(f"--nanogpt-arg={a}" for a in tiny_nanogpt),
             *(f"--ablate-arg={a}" for a in tiny_ablate)]
     result = subprocess.run([str(Path(sys.executable).with_name("ablate-bench")), *args], capture_output=True,
                             text=True, timeout=1800)
@@ -198,6 +223,8 @@ def test_the_whole_comparison_runs_against_a_real_checkout(tmp_path):
     assert all(r["evals"] == 2 and r["last_eval_step"] == 2 for r in report["runs"]["nanogpt"])
     assert all(r["final_eval_time_s"] > 0 for r in report["runs"]["ablate"])
     assert report["data"] == {"vocab_size": 65, "train_tokens": 1003854, "val_tokens": 111540}
+    steps = report["steps"]["median_step_s"]  # the steps alone: nanoGPT's model and ablate's four arms, each timed
+    assert list(steps) == ["nanoGPT model.py", *ABLATE_ARMS] and all(0 < t < 60 for t in steps.values())
     assert f"`{report['command']}`" in (tmp_path / "nanogpt.md").read_text()
     assert sorted(p.relative_to(checkout) for p in checkout.rglob("*")) == before  # nothing written into it
 
@@ -206,6 +233,7 @@ def test_the_whole_comparison_runs_against_a_real_checkout(tmp_path):
     (["--nanogpt", "/no/such/folder"], "error: --nanogpt /no/such/folder: not a nanoGPT checkout (no train.py, "
                                        "model.py, configurator.py, config/train_shakespeare_char.py)"),
     (["--nanogpt", ".", "--pairs", "1"], "error: --pairs 1: must be at least 2"),
+    (["--nanogpt", ".", "--step-rounds", "-1"], "error: --step-rounds -1: must be 0 (no step timing) or more"),
     (["--ablate-arg=trainer.max_steps=3"], "error: --nanogpt-arg and --ablate-arg go with --nanogpt PATH"),
     (["--nanogpt", ".", "--quick"], "error: --nanogpt runs whole processes at ablate's default size"),
 ])

@@ -102,9 +102,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                    help="with --nanogpt: one more argument for nanoGPT's train.py, e.g. --nanogpt-arg=--max_iters=50")
     p.add_argument("--ablate-arg", action="append", default=[], metavar="ARG",
                    help="with --nanogpt: one more argument for ablate-train, e.g. --ablate-arg=trainer.max_steps=50")
+    p.add_argument("--step-rounds", type=int, default=6, metavar="N",
+                   help="with --nanogpt: then time both models' training steps alone, in one process, N rounds of 25 "
+                        "steps per arm (0: not)")
     args = p.parse_args(argv)
     if args.nanogpt is None and (args.nanogpt_arg or args.ablate_arg):
         p.error("--nanogpt-arg and --ablate-arg go with --nanogpt PATH")
+    if args.step_rounds < 0:
+        p.error(f"--step-rounds {args.step_rounds}: must be 0 (no step timing) or more")
     if args.nanogpt is not None and (args.size or args.quick):
         p.error("--nanogpt runs whole processes at ablate's default size; leave out --size and --quick")
     if args.pairs < 2:
@@ -195,7 +200,7 @@ def write_nanogpt(args: argparse.Namespace, argv: Sequence[str], load: float, ot
     checkout = args.nanogpt.expanduser().resolve()
     try:
         result = compare(checkout, default_text_path().read_text(encoding="utf-8"), args.pairs, args.nanogpt_arg,
-                         args.ablate_arg)
+                         args.ablate_arg, args.step_rounds)
     except AblateError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

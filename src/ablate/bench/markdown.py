@@ -191,4 +191,24 @@ def nanogpt_markdown(report: dict[str, Any]) -> str:
         "batches, ablate's over fixed ones, so the two losses differ by sampling as well as by training.",
         "- ablate also writes its record, `metrics.csv` and an offline wandb run as it goes; both run on all the "
         "machine's cores with PyTorch's default threads.", ""]
+    if report.get("steps"):
+        lines += _step_table(report["steps"])
     return "\n".join(lines)
+
+
+def _step_table(steps: dict[str, Any]) -> list[str]:
+    """The training steps alone (``ablate.bench.nanogpt_steps``): which of the step's cost is the model's."""
+    medians = steps["median_step_s"]
+    base = medians["nanoGPT model.py"]
+    built = {name: " ".join(f"`{o}`" for o in overrides) or "`ablate-train`'s default"
+             for name, overrides in steps["overrides"].items()}
+    built["nanoGPT model.py"] = "its `GPT` (`bias=False`, exact GELU) and `configure_optimizers`"
+    return [
+        "### Training steps alone", "",
+        f"The same comparison without processes around it: one process (in the checkout, so that `import model` is "
+        f"nanoGPT's), a plain PyTorch loop per model over the same random batches (forward, backward, clipping at "
+        f"1.0, the optimizer's step), the arms in turn, {steps['rounds']} timed rounds of {steps['steps']} steps "
+        f"each after an untimed one; medians.", "",
+        *_table(["model", "as built", "ms per step", "× nanoGPT's"],
+                [[name, built[name], _num(t, ".1f", 1e3), _x(t / base)] for name, t in medians.items()]),
+    ]

@@ -23,6 +23,7 @@ What each side says about itself differs, so each number is read where that side
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import re
@@ -178,9 +179,19 @@ def medians(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def time_steps(checkout: Path, rounds: int) -> dict[str, Any]:
+    """The training steps alone (``ablate.bench.nanogpt_steps``), in a process of their own in the checkout."""
+    out = subprocess.run([sys.executable, "-m", "ablate.bench.nanogpt_steps", f"--rounds={rounds}"], cwd=checkout,
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise AblateError(f"timing the steps in {checkout} failed: {(out.stderr.strip().splitlines() or [''])[-1]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def compare(checkout: Path, text: str, pairs: int, nanogpt_extra: Sequence[str] = (),
-            ablate_extra: Sequence[str] = ()) -> dict[str, Any]:
-    """Prepare nanoGPT's data from ``text``, warm up, then alternate the two whole processes ``pairs`` times."""
+            ablate_extra: Sequence[str] = (), step_rounds: int = 6) -> dict[str, Any]:
+    """Prepare nanoGPT's data from ``text``, warm up, then alternate the two whole processes ``pairs`` times; then
+    time the two models' training steps alone, ``step_rounds`` rounds (0: not)."""
     check_checkout(checkout)
     with tempfile.TemporaryDirectory(prefix="ablate-bench-nanogpt-") as tmp:
         root = Path(tmp)
@@ -198,6 +209,7 @@ def compare(checkout: Path, text: str, pairs: int, nanogpt_extra: Sequence[str] 
         runs = alternate({"nanogpt": nanogpt, "ablate": ablate}, pairs)
     return {
         "data": sizes, "pairs": pairs, "runs": runs,
+        "steps": time_steps(checkout, step_rounds) if step_rounds else None,
         "median": {name: medians(rs) for name, rs in runs.items()},
         "commands": {"nanogpt": " ".join([f"cd {checkout} && python train.py", *NANOGPT_ARGS, "--dataset=<prepared>",
                                           "--out_dir=<temporary>", *nanogpt_extra]),
