@@ -110,17 +110,22 @@ def tuned_arm(points: Points, grid: Sequence[float], seed: int = 0) -> TunedArm:
 
 
 def compare_tuned(arm: TunedArm, reference: TunedArm, margin: float, family: int, seed: int = 0) -> TunedComparison:
-    """The arm against its reference over the seeds both have, CIs at the Bonferroni level 1 - 0.05/family."""
+    """The arm against its reference over the seeds both have (the estimates from curves fitted to those seeds
+    alone, as their paired intervals are, so that an arm with fewer seeds is never compared with seeds its
+    reference alone has), CIs at the Bonferroni level 1 - 0.05/family."""
     if arm.fit is None or reference.fit is None:
         raise ValueError("both arms need a fitted curve")
     shared = [s for s in arm.seeds if s in reference.seeds]
-    rows_a = [arm.seeds.index(s) for s in shared]
-    rows_r = [reference.seeds.index(s) for s in shared]
+    curves_a = arm.curves[[arm.seeds.index(s) for s in shared]]
+    curves_r = reference.curves[[reference.seeds.index(s) for s in shared]]
     level = 1 - ALPHA / max(1, family)
     xs = np.log2(np.asarray(arm.grid, dtype=float))
-    cis = bootstrap_tuned_delta(xs, arm.curves[rows_a], reference.curves[rows_r], level=level, seed=seed)
-    untuned = loss_at(xs, arm.curves[rows_a], arm.fit, reference.fit.best_x) - reference.fit.best_loss
-    return TunedComparison(arm.arm, reference.arm, untuned, arm.fit.best_loss - reference.fit.best_loss,
+    cis = bootstrap_tuned_delta(xs, curves_a, curves_r, level=level, seed=seed)
+    # the whole arms' fits where the shared seeds alone cannot be fitted (too few points): no interval then
+    fit_a = (fit_curve(xs, curves_a) if shared else None) or arm.fit
+    fit_r = (fit_curve(xs, curves_r) if shared else None) or reference.fit
+    untuned = loss_at(xs, curves_a if shared else arm.curves, fit_a, fit_r.best_x) - fit_r.best_loss
+    return TunedComparison(arm.arm, reference.arm, untuned, fit_a.best_loss - fit_r.best_loss,
                            cis["untuned"] if cis else None, cis["tuned"] if cis else None, level, margin)
 
 
