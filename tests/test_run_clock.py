@@ -97,3 +97,22 @@ def test_a_run_started_without_the_garbage_collector_trains_with_it(compose_cfg,
         gc.enable()
     assert {on for on, _ in seen} == {True}  # on for every training step
     assert (frozen > 0) != collector_on  # the start-up's objects frozen only when it ran without the collector
+
+
+def test_a_sweeps_launching_process_turns_the_garbage_collector_back_on(compose_cfg):
+    """Its jobs may run in other processes (``hydra/launcher=parallel``) or all be finished: the callback the config
+    names for Hydra turns the collector on as the sweep starts."""
+    import gc
+
+    from hydra.utils import instantiate
+
+    cfg = compose_cfg("sweeps=recipe", "hydra/launcher=parallel", hydra=True)
+    callbacks = [instantiate(c) for c in cfg.hydra.callbacks.values()]
+    gc.disable()
+    try:
+        for callback in callbacks:
+            callback.on_multirun_start(cfg)
+        assert gc.isenabled()
+    finally:
+        gc.unfreeze()
+        gc.enable()

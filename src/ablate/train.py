@@ -21,6 +21,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import OverrideParseException
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
@@ -175,6 +176,15 @@ def _collect_garbage_again() -> None:
     if not gc.isenabled():
         gc.freeze()
         gc.enable()
+
+
+class CollectGarbageInSweeps(Callback):
+    """Hydra callback (``hydra.callbacks`` in ``conf/config.yaml``): the process that launches a sweep may never
+    train a run itself (its jobs run in other processes, or are all finished already), so the collector that
+    ``main`` turned off for the start-up is on again as the sweep starts."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _collect_garbage_again()
 
 
 def _prepare(cfg: DictConfig, output_dir: Path) -> None:

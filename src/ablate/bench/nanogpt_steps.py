@@ -4,7 +4,7 @@
 1.0, the optimizer's step. The arms take turns in rounds, so a machine's drift reaches all of them alike.
 
 Run by ``ablate-bench --nanogpt`` as ``python -m ablate.bench.nanogpt_steps`` in the checkout (so that ``import
-model`` is nanoGPT's); it prints one JSON object: the median milliseconds per step of each arm. This says how much
+model`` is nanoGPT's); it prints one JSON object: the median seconds per step of each arm. This says how much
 of a whole-process difference is the model's step (and which of GPT-2's choices it comes from) and how much is
 everything around it.
 """
