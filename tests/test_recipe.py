@@ -109,6 +109,35 @@ def test_adamw_decays_matrices_and_embeddings_never_vectors(untied):
     assert {g["weight_decay"] for g in opt.param_groups} == {0.1, 0.0}
 
 
+@pytest.mark.parametrize("preset", ["gpt2", "modern", "seed"])
+def test_adamw_on_a_cpu_computes_pytorchs_default_loops_numbers_bit_for_bit(preset):
+    """On CPUs ablate runs AdamW's multi-tensor loop (faster) where PyTorch would pick its per-tensor loop: the
+    committed CPU studies were made with the per-tensor one, and every parameter and moment stays equal to it."""
+    from ablate.recipe import decay_groups
+
+    cfg = optim_cfg()
+    models = [tiny_model(f"model={preset}") for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    ours = build_optimizer(models[0], cfg)
+    default = torch.optim.AdamW(decay_groups(models[1].parameters(), cfg["weight_decay"]), lr=cfg["lr"],
+                                betas=tuple(cfg["betas"]), eps=cfg["eps"])
+    assert ours.defaults["foreach"] is True and not default.defaults["foreach"]  # two different loops
+    generator = torch.Generator().manual_seed(0)
+    for step in range(12):
+        batch = torch.randint(0, 11, (4, 17), generator=generator)
+        for model, opt in zip(models, (ours, default)):
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, cfg) * 20  # a changing, large rate: updates well above rounding
+            model(batch[:, :-1], batch[:, 1:])[1].backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+    for (name, p), q in zip(models[0].named_parameters(), models[1].parameters()):
+        assert torch.equal(p, q), name
+    states = [[t for s in opt.state.values() for t in s.values()] for opt in (ours, default)]
+    assert len(states[0]) == len(states[1]) > 0 and all(torch.equal(a, b) for a, b in zip(*states))
+
+
 def test_muon_takes_the_blocks_matrices_and_adamw_the_rest():
     model = tiny_model("model.tie_embeddings=false")
     opt = build_optimizer(model, optim_cfg("optim/optimizer=muon"))
