@@ -184,6 +184,31 @@ def test_arms_table_statistics_on_known_numbers(sweep_dir):
     assert flaky.delta.reference == "base"
 
 
+def test_a_declared_comparison_is_one_more_row_corrected_with_the_family(sweep_dir, tmp_path):
+    """``sweep.compare`` compares two arms that are not parent and child (here two children of one parent): a
+    paired t-test of their finals, Holm-adjusted together with the arms table's comparisons, in a table of its own."""
+    plan = json.loads((sweep_dir / "sweep.json").read_text())
+    (sweep_dir / "sweep.json").write_text(json.dumps({**plan, "compare": {"base+same": "base+worse"}}))
+    report = Report.build(load_local(sweep_dir))
+    (declared,) = report.declared
+    assert declared.arm == "base+same" and declared.delta.reference == "base+worse"
+    assert declared.delta.test == "paired t"
+    assert declared.delta.diff == pytest.approx(statistics.mean(FINALS["base+same"]) - statistics.mean(FINALS["base+worse"]))
+    raw = [stats.ttest_rel(FINALS[arm], FINALS["base"]).pvalue for arm in ("base+worse", "base+same")]
+    raw += [stats.ttest_rel([2.5, 2.6], FINALS["base"][:2]).pvalue,
+            stats.ttest_rel(FINALS["base+same"], FINALS["base+worse"]).pvalue]
+    assert declared.delta.p == pytest.approx(raw[-1], rel=1e-12)
+    assert declared.delta.p_adj == pytest.approx(holm(raw)[-1], rel=1e-12)
+    rows = {a.arm: a for a in report.arms}
+    assert rows["base+same"].delta.reference == "base"  # the arm's own row still compares with its parent
+    assert rows["base+worse"].delta.p_adj == pytest.approx(holm(raw)[0], rel=1e-12)  # a family of 4, not 3
+    readme = write_report(load_local(sweep_dir), tmp_path / "out").read_text()
+    section = readme[readme.index("## Declared comparisons"):readme.index("## Plots")]
+    assert "`base+same` with `base+worse`" in section
+    assert row_of(section, "base+same")[7] == "`base+worse`"
+    assert "adjusted over the 4 comparisons" in readme
+
+
 def test_readme_says_it_in_words_and_numbers(sweep_dir, tmp_path):
     readme = write_report(load_local(sweep_dir), tmp_path / "out").read_text()
     sections = ["# Sweep report: syn", "## Findings", "## Reproduce", "## Arms", "## Plots", "## Missing runs"]
@@ -522,6 +547,36 @@ def test_a_tuned_sweep_compares_each_arm_at_its_own_best_learning_rate(tmp_path)
     # the per-value table compares each arm with its reference at the same learning rate
     assert row_of(readme, "A+k=b lr=0.004")[7] == "`A lr=0.004`"
     assert_png(out / "lr.png", 700) and "](lr.png)" in readme
+
+
+def test_a_declared_comparison_of_two_tuned_arms_compares_their_optima(tmp_path):
+    """Two architectures (A, B) each with and without a change: besides each arm against its parent (or the
+    baseline), the sweep declares B+k=b against A+k=b, the architectures under the change; it joins the tuned
+    family, and its Δ at each arm's own best is the planted 0.01."""
+    root = tmp_path / "tuned"
+    shift = {"A": ("A", 0.0), "A+k=b": ("A+k=b", 0.0), "B": ("A", 0.03), "B+k=b": ("A+k=b", 0.01)}
+    jobs = []
+    for arm, (like, plus) in shift.items():
+        for lr in GRID:
+            for seed in (1, 2, 3):
+                out = root / arm / f"lr={lr}" / f"seed={seed}"
+                out.mkdir(parents=True)
+                final = tuned_loss(like, lr, seed) + plus
+                (out / "summary.json").write_text(json.dumps({
+                    "run_id": f"{arm}{lr}{seed}", "arm": arm, "seed": seed, "tune": {"optim.lr": lr},
+                    "status": "completed", "val_loss_final": final, "val_loss_best": final, "max_steps": 30}))
+                jobs.append({"arm": arm, "seed": seed, "point": {"optim.lr": lr}, "dir": str(out), "overrides": []})
+    (root / "sweep.json").write_text(json.dumps({"name": "tuned", "baseline": "A", "jobs": jobs, "tune": {"optim.lr": GRID},
+                                                 "compare": {"B+k=b": "A+k=b"}}))
+    report = Report.build(load_local(root))
+    assert [(c.arm, c.reference) for c in report.tuned] == [("A+k=b", "A"), ("B", "A"), ("B+k=b", "B"),
+                                                            ("B+k=b", "A+k=b")]
+    assert {c.level for c in report.tuned} == {1 - 0.05 / 4}
+    declared = report.tuned[-1]
+    assert declared.tuned == pytest.approx(0.01, abs=1e-9) and declared.tuned_verdict == "worse"  # no spread
+    # at each grid value too: the declared arm against the declared reference at the same learning rate
+    assert [(a.arm, a.delta.reference) for a in report.declared] == [(f"B+k=b lr={lr}", f"A+k=b lr={lr}") for lr in GRID]
+    assert all(a.delta.diff == pytest.approx(0.01) for a in report.declared)
 
 
 def test_a_preface_opens_the_report_and_a_bad_one_is_one_line(sweep_dir, tmp_path, capsys):

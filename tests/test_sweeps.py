@@ -131,6 +131,11 @@ def test_recipe_crosses_two_architectures_with_two_optimizers_and_two_schedules_
         assert run_cfg.optim.lr == 4e-3 and run_cfg.optim.min_lr == pytest.approx(4e-4)  # min_lr follows lr
         seen.add(combo)
     assert seen == set(itertools.product(("gpt2", "modern"), ("adamw", "muon"), ("cosine", "wsd")))
+    # the architectures compared under each recipe: modern's own row (vs the baseline) under AdamW + cosine,
+    # a declared comparison under each other recipe
+    assert OmegaConf.to_container(cfg.sweep.compare) == {
+        f"modern+{recipe}": f"gpt2+{recipe}" for recipe in ("optimizer=muon", "schedule=wsd", "optimizer=muon+schedule=wsd")}
+    assert cfg.sweep.baseline == "gpt2" and arms["modern"] == ["model=modern"]
 
 
 def test_a_mistyped_sweep_lists_the_valid_ones(tmp_path):
@@ -158,6 +163,17 @@ def test_a_baseline_that_is_no_arm_is_one_line_before_anything_is_written(tmp_pa
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
+def test_a_declared_comparison_with_no_arm_is_one_line_before_anything_is_written(tmp_path):
+    result = cli("ablate-train", "sweeps=gpt2_to_modern", "++sweep.compare={modern:gtp2}", f"hydra.sweep.dir={tmp_path}/sweep",
+                 cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    arms = ", ".join(compose_config("sweeps=gpt2_to_modern", hydra=True).hydra.sweeper.arms)
+    assert result.stderr.strip() == (
+        f"error: sweep.compare.modern='gtp2' is not an arm of sweeps=gpt2_to_modern; choose one of: {arms}")
+    assert list(tmp_path.iterdir()) == []
+
+
 WITH_ARMS = [n for n in NAMED if (yaml.safe_load((sweeps_dir() / f"{n}.yaml").read_text()) or {})
              .get("hydra", {}).get("sweeper", {}).get("arms")]
 
@@ -166,6 +182,8 @@ WITH_ARMS = [n for n in NAMED if (yaml.safe_load((sweeps_dir() / f"{n}.yaml").re
 def test_each_named_sweep_with_named_arms_declares_one_of_them_as_its_baseline(name):
     cfg = compose_config(f"sweeps={name}", hydra=True)
     assert cfg.sweep.baseline in cfg.hydra.sweeper.arms
+    for arm, reference in cfg.sweep.compare.items():  # and its declared comparisons name arms
+        assert arm in cfg.hydra.sweeper.arms and reference in cfg.hydra.sweeper.arms
 
 
 @pytest.mark.slow
@@ -408,3 +426,7 @@ def test_a_job_receives_its_arm_as_structure_and_its_record_holds_it():
     row = Arm("post_relu lr=0.001", "post lr=0.001", arm.changes, {"optim.lr": "0.001", "data.path": "it's a\\b"})
     cfg = compose_config(*_arm_overrides(row), hydra=True)
     assert sweep_labels(cfg)["arm"] == row.record()
+    # the sweep's declared comparisons travel into every run's record as the sweep file wrote them
+    assert sweep_labels(cfg)["compare"] == {}
+    recipe = compose_config("sweeps=recipe", *_arm_overrides(row), hydra=True)
+    assert sweep_labels(recipe)["compare"] == OmegaConf.to_container(recipe.sweep.compare) != {}

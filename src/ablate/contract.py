@@ -108,6 +108,7 @@ class Summary(TypedDict, total=False):
     arm: dict[str, Any] | str | None  # Arm.record(); a string in records written before arms were structured
     baseline: str | None
     margin: float | None  # the sweep's practical margin (nats)
+    compare: dict[str, str]  # comparisons the sweep declared beyond parent and baseline: arm -> reference
     tune: dict[str, Any]  # the tuned keys' values at this run: {"optim.lr": 0.001}
     preset: str | None
     choices: dict[str, str]  # slot -> variant

@@ -125,6 +125,7 @@ class SweepSchema:
     tune: list[str] = field(default_factory=list)
     point: str = ""
     margin: float | None = None
+    compare: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

@@ -110,13 +110,14 @@ def _threads_per_parallel_job() -> int | None:
 
 def sweep_labels(cfg: DictConfig) -> dict[str, Any]:
     """Where a run sits in its sweep, as its record says it: the sweep, the arm (:class:`ablate.contract.Arm`, as
-    the sweeper derived it), the baseline, the practical margin, and the values of the tuned keys
-    (``{"optim.lr": 0.001}``); none of them change what the run computes."""
+    the sweeper derived it), the baseline, the practical margin, the declared comparisons, and the values of
+    the tuned keys (``{"optim.lr": 0.001}``); none of them change what the run computes."""
     return {
         "sweep": cfg.sweep.name,
         "arm": _arm(cfg).record() if cfg.sweep.arm else None,
         "baseline": cfg.sweep.baseline,
         "margin": cfg.sweep.get("margin"),
+        "compare": dict(cfg.sweep.get("compare") or {}),
         "tune": {key: OmegaConf.select(cfg, key) for key in cfg.sweep.get("tune") or []},
     }
 

@@ -33,6 +33,7 @@ class Report:
     arms: list[ArmStats]
     missing: list[Missing]
     design: Design | None
+    declared: list[ArmStats] = field(default_factory=list)  # the sweep's declared comparisons (sweep.compare)
     tuned_arms: list[TunedArm] = field(default_factory=list)
     tuned: list[TunedComparison] = field(default_factory=list)
     effects: list[Comparison] = field(default_factory=list)  # a two-level design's effects
@@ -43,7 +44,8 @@ class Report:
         baseline = resolve_baseline(sweep.baseline, base_arms(sweep))
         runs = latest_runs(sweep.runs)
         design = None if sweep.tune else factorial_design(runs)  # a tuned key is not a factorial axis
-        report = cls(sweep, baseline, arm_stats(sweep, baseline), missing_runs(sweep), design)
+        arms, declared = arm_stats(sweep, baseline)
+        report = cls(sweep, baseline, arms, missing_runs(sweep), design, declared)
         report.effects, report.low = design_effects(design, baseline, margin(sweep), sweep.correction)
         if len(sweep.tune) == 1:
             report.tuned_arms, report.tuned = tuning(sweep, runs)
@@ -51,7 +53,8 @@ class Report:
 
 
 def tuning(sweep: Sweep, runs: Sequence[RunData]) -> tuple[list[TunedArm], list[TunedComparison]]:
-    """Each arm's curve over the tuned grid, and each arm against its reference at both optima."""
+    """Each arm's curve over the tuned grid, and each arm against its reference at both optima, then each
+    comparison the sweep declared (``sweep.compare``)."""
     key, grid = next(iter(sweep.tune.items()))
     grid = sorted(float(v) for v in grid)
     names = list(dict.fromkeys(r.base_arm for r in runs if r.base_arm))
@@ -70,5 +73,7 @@ def tuning(sweep: Sweep, runs: Sequence[RunData]) -> tuple[list[TunedArm], list[
     by_name = {a.arm: a for a in arms}
     references = {a.arm: reference_arm(a.arm, names, baseline, sweep.arms) for a in arms}
     pairs = [(a, by_name[references[a.arm]]) for a in arms if a.arm != baseline and references[a.arm] in by_name]
+    declared = [(find_arm(a, names), find_arm(ref, names)) for a, ref in sweep.compare.items()]
+    pairs += [(by_name[a], by_name[ref]) for a, ref in declared if a in by_name and ref in by_name]
     pairs = [(a, ref) for a, ref in pairs if a.fit is not None and ref.fit is not None]
     return arms, [compare_tuned(a, ref, margin(sweep), len(pairs)) for a, ref in pairs]

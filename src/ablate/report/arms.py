@@ -159,21 +159,22 @@ def _seeded_finals(runs: Iterable[RunData]) -> tuple[list[float], list[int | Non
     return [r.val_loss_final for r in done], [r.seed for r in done]
 
 
-def arm_stats(sweep: Sweep, baseline: str | None) -> list[ArmStats]:
+def arm_stats(sweep: Sweep, baseline: str | None) -> tuple[list[ArmStats], list[ArmStats]]:
     """The arms table: counts, final and best validation loss over seeds, and the comparison with each
-    reference (paired over shared seeds, else Welch), the family corrected as ``sweep.correction`` says."""
+    reference (paired over shared seeds, else Welch); and the comparisons the sweep declared (``sweep.compare``),
+    one more row for each arm named there (in a tuned sweep, at each grid point). Both are one family, corrected
+    as ``sweep.correction`` says."""
     runs = latest_runs(sweep.runs)
     arms = arm_order(sweep)
     by_arm = {a: [r for r in runs if r.arm == a] for a in arms}
-    rows = []
-    for arm in arms:
+
+    def row(arm: str, ref: str | None) -> ArmStats:
         own = by_arm[arm]
         finals, seeds = _seeded_finals(own)
-        ref = reference_of(sweep, arm, arms, baseline)
         ref_finals, ref_seeds = _seeded_finals(by_arm[ref]) if ref else ([], [])
         completed = [r for r in own if r.status == "completed"]
         speeds = [r.tokens_per_sec for r in completed if r.tokens_per_sec is not None]
-        rows.append(ArmStats(
+        return ArmStats(
             arm=arm,
             planned=len({s for a, s in sweep.planned if a == arm} | {r.seed for r in own}),
             done=sum(r.status in FINISHED for r in own),
@@ -184,9 +185,23 @@ def arm_stats(sweep: Sweep, baseline: str | None) -> list[ArmStats]:
             n_params=tuple(sorted({r.n_params for r in own if r.n_params is not None})),
             tokens_per_sec=float(np.mean(speeds)) if speeds else None,
             delta=compare(finals, ref_finals, ref, margin(sweep), seeds, ref_seeds) if finals and ref_finals else None,
-        ))
-    adjusted = iter(adjust([r.delta for r in rows if r.delta is not None], sweep.correction))
-    return [replace(r, delta=next(adjusted)) if r.delta is not None else r for r in rows]
+        )
+
+    rows = [row(arm, reference_of(sweep, arm, arms, baseline)) for arm in arms]
+    declared = [row(arm, ref) for arm in arms if (ref := declared_reference(sweep, arm)) in by_arm]
+    adjusted = iter(adjust([r.delta for r in rows + declared if r.delta is not None], sweep.correction))
+    rows, declared = ([replace(r, delta=next(adjusted)) if r.delta is not None else r for r in part]
+                      for part in (rows, declared))
+    return rows, declared
+
+
+def declared_reference(sweep: Sweep, arm: str) -> str | None:
+    """The row ``arm`` is compared with by the sweep's declaration (``sweep.compare``), if any; in a tuned sweep,
+    the declared arm at the same grid point."""
+    base, point = sweep.cells.get(arm, (arm, ""))
+    ref = next((ref for name, ref in sweep.compare.items() if find_arm(name, [base])), None)
+    ref = find_arm(ref, base_arms(sweep)) if ref else None
+    return None if ref is None else " ".join(filter(None, [ref, point]))
 
 
 def margin(sweep: Sweep) -> float:

@@ -137,6 +137,19 @@ def tuning_section(report: Report) -> str:
     return section(report.tuned_arms, report.tuned, key, report.sweep.command, margin(report.sweep))
 
 
+def declared_section(report: Report) -> str:
+    """The comparisons the sweep declared (``sweep.compare``) beyond each arm against its reference."""
+    if not report.declared:
+        return ""
+    pairs = ", ".join(f"`{a}` with `{r}`" for a, r in report.sweep.compare.items())
+    return "\n\n".join([
+        "## Declared comparisons",
+        f"The sweep declares comparisons beyond parent and baseline (`sweep.compare`): {pairs}"
+        + (", at each grid value" if report.sweep.tune else "") + ". They are in the arms table's family: the same "
+        "tests, corrected together.",
+        arms_table(report.declared)])
+
+
 def render_readme(report: Report, plots: Sequence[str]) -> str:
     """The whole README: title, findings, reproduce, tables, effects, plots, missing runs."""
     note = ""
@@ -153,6 +166,7 @@ def render_readme(report: Report, plots: Sequence[str]) -> str:
         "replicates. Δ is the arm's mean final validation loss (whole "
         "validation split, completed seeds) minus its reference's: its parent arm for `<parent>+<change>`, otherwise "
         f"the baseline `{report.baseline}`.{note}\n\n" + arms_table(report.arms),
+        declared_section(report),
         factorial_section(report),
         plots_section(plots, bool(report.sweep.tune)),
         missing_section(report.missing),

@@ -40,6 +40,7 @@ class RunData:
     base_arm: str = ""  # the arm without its grid point (``arm`` adds it in a tuned sweep)
     structure: Arm | None = None  # the arm as the sweeper derived it; None in records from before it did
     margin: float | None = None  # the sweep's practical margin (nats)
+    compare: dict[str, str] = field(default_factory=dict)  # the sweep's declared comparisons: arm -> reference
     steps: int | None = None
     val_loss_best: float | None = None
     val_loss_last: float | None = None
@@ -64,6 +65,7 @@ class Sweep:
     cells: dict[str, tuple[str, str]] = field(default_factory=dict)  # tuned sweep: cell -> (arm, grid point)
     arms: dict[str, Arm] = field(default_factory=dict)  # each arm's structure (parent, changes), where recorded
     margin: float | None = None  # the practical margin the sweep declared (None: MARGIN)
+    compare: dict[str, str] = field(default_factory=dict)  # comparisons declared beyond parent and baseline
     correction: str = "holm"  # holm | bh
     preface: str = ""  # the study's own words, placed before the findings (ablate-report --preface FILE)
 
@@ -137,6 +139,7 @@ def run_from_wandb(
         structure=structure,
         tune=tune,
         margin=sweep.get("margin"),
+        compare=dict(sweep.get("compare") or {}),
         seed=config.get("seed"),
         status=summary.get("status") or "running",
         name=name,
@@ -223,7 +226,13 @@ def load_local(sweep_dir: str | Path) -> Sweep:
         arms={**{name: Arm.from_record(arm) for name, arm in (plan.get("arms") or {}).items()}, **_arms(runs)},
         tune=plan.get("tune") or _grid(runs),
         margin=plan.get("margin", next((r.margin for r in runs if r.margin is not None), None)),
+        compare=plan.get("compare", _declared(runs)),
     )
+
+
+def _declared(runs: Sequence[RunData]) -> dict[str, str]:
+    """The comparisons the sweep declared, as its runs recorded them (where no plan says it)."""
+    return next((r.compare for r in runs if r.compare), {})
 
 
 def _arms(runs: Sequence[RunData]) -> dict[str, Arm]:
@@ -262,7 +271,7 @@ def load_wandb(path: str, group: str) -> Sweep:
     baseline = next((r.baseline for r in runs if r.baseline), None)
     margin = next((r.margin for r in runs if r.margin is not None), None)
     return Sweep(name=group, runs=runs, baseline=baseline, tune=_grid(runs), margin=margin, cells=_cells(runs),
-                 arms=_arms(runs))
+                 arms=_arms(runs), compare=_declared(runs))
 
 
 def _state_status(state: str) -> str:

@@ -137,9 +137,10 @@ def plain_words(report: Report) -> str:
 def rule(report: Report) -> str:
     """How the verdicts were reached, in one clause."""
     method = {"holm": "Holm–Bonferroni", "bh": "Benjamini–Hochberg"}[report.sweep.correction]
-    tests = sorted({a.delta.test for a in report.arms if a.delta is not None and a.delta.tested})
+    family = [a for a in report.arms + report.declared if a.delta is not None and a.delta.tested]
+    tests = sorted({a.delta.test for a in family})
     return (f"{' or '.join(tests) or 'paired or Welch t'}-tests on the final validation loss over seeds, "
-            f"{method}-adjusted over the {sum(1 for a in report.arms if a.delta and a.delta.tested)} comparisons; "
+            f"{method}-adjusted over the {len(family)} comparisons; "
             f"*better*/*worse*: adjusted p < {ALPHA}; *equivalent within ±{margin(report.sweep):g}*: both one-sided "
             f"tests against the margin adjusted p < {ALPHA}; otherwise *inconclusive*")
 
@@ -154,7 +155,7 @@ def findings(report: Report) -> str:
     ]
     if missing:
         text.append(f"**Partial sweep:** {len(missing)} runs have no result (listed under Missing runs).")
-    tested = sorted((a for a in arms if a.delta and a.delta.tested), key=lambda a: -abs(a.delta.diff))
+    tested = sorted((a for a in arms + report.declared if a.delta and a.delta.tested), key=lambda a: -abs(a.delta.diff))
     groups = {v: [a for a in tested if a.delta.verdict == v] for v in ("worse", "better", "equivalent", "inconclusive")}
     names = [a.arm for a in arms]
     untested = [a for a in arms if a.final.n and reference_of(report.sweep, a.arm, names, report.baseline) is not None

@@ -217,7 +217,8 @@ def section(arms: Sequence[TunedArm], comparisons: Sequence[TunedComparison], ke
                       f"{short} left out of the fit"], rows), ""]
     if comparisons:
         level = comparisons[0].level
-        lines += [f"Each arm against its reference, at the reference's best {short} (*untuned*: what one shared "
+        lines += [f"Each arm against its reference (its parent, else the baseline; then the comparisons the sweep "
+                  f"declares), at the reference's best {short} (*untuned*: what one shared "
                   f"{short} would say) and at the arm's own best (*tuned*). Paired over shared seeds; CIs are "
                   f"{100 * level:.2f}% (95% Bonferroni-corrected over the {len(comparisons)} comparisons); the "
                   f"verdict is *better*/*worse* when the interval excludes 0, *equivalent within ±{margin:g}* when "

@@ -17,7 +17,8 @@ aside), which names the run in wandb and groups its seeds in reports; and the ar
 (:class:`ablate.contract.Arm`), derived here from the override lists: ``sweep.parent`` (the arm whose
 overrides are the largest subset of its own: ``gpt2`` for ``gpt2+norm=post``), ``sweep.changes`` (what it
 adds to its parent, ``{model/norm: post}``) and ``sweep.grid`` (the other swept keys' values). Runs write it
-into their records and reports read it from there. A declared ``sweep.baseline`` must name one of the arms.
+into their records and reports read it from there. A declared ``sweep.baseline`` must name one of the arms, and
+so must both sides of each comparison declared in ``sweep.compare`` (arm -> the arm to compare it with).
 Jobs are launched through whichever launcher is configured; a job that fails does not stop the others.
 
 ``tune`` crosses every arm with a grid of training settings (a learning-rate grid) whose points are
@@ -190,14 +191,19 @@ class AblateSweeper(BasicSweeper):
             sys.exit(2)
 
     def check_baseline(self) -> None:
-        """A declared baseline must be one of the sweep's arms (the order of its words aside): one line naming
-        it and the arms, exit status 2, before anything is written."""
-        baseline = self.config.sweep.get("baseline")
-        if baseline and find_arm(baseline, self.structure) is None:
-            name = self.config.sweep.get("name")
-            print(f"error: sweep.baseline={baseline!r} is not an arm of {f'sweeps={name}' if name else 'this sweep'}; "
-                  f"choose one of: {', '.join(self.structure)}", file=sys.stderr)
-            sys.exit(2)
+        """A declared baseline, and both sides of each declared comparison, must be arms of the sweep (the order of
+        their words aside): one line naming the first that is not and the arms, exit status 2, before anything is
+        written."""
+        compare = self.config.sweep.get("compare") or {}
+        declared = [("sweep.baseline", self.config.sweep.get("baseline"))]
+        declared += [(f"sweep.compare.{arm}", arm) for arm in compare]
+        declared += [(f"sweep.compare.{arm}", ref) for arm, ref in compare.items()]
+        for key, value in declared:
+            if value and find_arm(value, self.structure) is None:
+                name = self.config.sweep.get("name")
+                print(f"error: {key}={value!r} is not an arm of {f'sweeps={name}' if name else 'this sweep'}; "
+                      f"choose one of: {', '.join(self.structure)}", file=sys.stderr)
+                sys.exit(2)
 
     def write_plan(self, sweep_dir: Path, arguments: list[str], jobs: list[list[str]],
                    configs: list[DictConfig]) -> None:
@@ -227,6 +233,7 @@ class AblateSweeper(BasicSweeper):
             "name": self.config.sweep.get("name"),
             "baseline": self.config.sweep.get("baseline"),
             "margin": self.config.sweep.get("margin"),
+            "compare": dict(self.config.sweep.get("compare") or {}),
             "tune": {k: sorted({job["point"][k] for job in planned if k in job.get("point", {})})
                      for k in (planned[-1].get("point") or {})} if planned else {},
             "command": command,
