@@ -549,6 +549,37 @@ def test_a_tuned_sweep_compares_each_arm_at_its_own_best_learning_rate(tmp_path)
     assert_png(out / "lr.png", 700) and "](lr.png)" in readme
 
 
+def test_a_grid_extended_for_one_arm_moves_its_optimum_inside_and_leaves_the_others_as_they_were(tmp_path):
+    """The report's extension command runs A+k=b alone at 2.5e-4 and 5e-4: its optimum (7e-4) is then inside
+    the grid; A never ran there, so its row does not list those values as left out of its fit."""
+    root = tmp_path / "tuned"
+    jobs = []
+    for arm, grid in (("A", GRID), ("A+k=b", [2.5e-4, 5e-4, *GRID])):
+        for lr in grid:
+            for seed in (1, 2, 3):
+                out = root / arm / f"lr={lr}" / f"seed={seed}"
+                out.mkdir(parents=True)
+                final = tuned_loss(arm, lr, seed)
+                (out / "summary.json").write_text(json.dumps({
+                    "run_id": f"{arm}{lr}{seed}", "arm": arm, "seed": seed, "tune": {"optim.lr": lr},
+                    "status": "completed", "val_loss_final": final, "val_loss_best": final, "max_steps": 30}))
+                jobs.append({"arm": arm, "seed": seed, "point": {"optim.lr": lr}, "dir": str(out), "overrides": []})
+    (root / "sweep.json").write_text(json.dumps({"name": "tuned", "baseline": "A", "jobs": jobs,
+                                                 "tune": {"optim.lr": [2.5e-4, 5e-4, *GRID]}}))
+    report = Report.build(load_local(root))
+    a, b = report.tuned_arms
+    assert a.tried == tuple(GRID) and b.tried == (2.5e-4, 5e-4, *GRID)
+    assert b.fit.edge is None and b.best_value == pytest.approx(7e-4, rel=0.15)
+    assert a.fit.edge is None and a.next_grid() is None
+    readme = write_report(load_local(root), tmp_path / "out").read_text()
+    assert "| `A` | 0.004 |" in readme
+    a_row = next(line for line in readme.splitlines() if line.startswith("| `A` | 0.004 |"))
+    assert a_row.endswith("| 0.001, 0.016 |")  # its own grid's values away from the minimum, not b's extension
+    assert "No reference at the grid value (run for the arm alone, as an extension of its grid): " \
+           "`A+k=b lr=0.00025`, `A+k=b lr=0.0005`." in readme
+    assert "Not tested (fewer than two completed seeds on a side, or no variance): `A+k=b lr=0.00025`" not in readme
+
+
 def test_a_declared_comparison_of_two_tuned_arms_compares_their_optima(tmp_path):
     """Two architectures (A, B) each with and without a change: besides each arm against its parent (or the
     baseline), the sweep declares B+k=b against A+k=b, the architectures under the change; it joins the tuned

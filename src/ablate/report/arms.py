@@ -171,7 +171,8 @@ def arm_stats(sweep: Sweep, baseline: str | None) -> tuple[list[ArmStats], list[
     def row(arm: str, ref: str | None) -> ArmStats:
         own = by_arm[arm]
         finals, seeds = _seeded_finals(own)
-        ref_finals, ref_seeds = _seeded_finals(by_arm[ref]) if ref else ([], [])
+        # a grid value run for one arm alone (an extension past an edge) has no reference there
+        ref_finals, ref_seeds = _seeded_finals(by_arm.get(ref, [])) if ref else ([], [])
         completed = [r for r in own if r.status == "completed"]
         speeds = [r.tokens_per_sec for r in completed if r.tokens_per_sec is not None]
         return ArmStats(

@@ -158,8 +158,9 @@ def findings(report: Report) -> str:
     tested = sorted((a for a in arms + report.declared if a.delta and a.delta.tested), key=lambda a: -abs(a.delta.diff))
     groups = {v: [a for a in tested if a.delta.verdict == v] for v in ("worse", "better", "equivalent", "inconclusive")}
     names = [a.arm for a in arms]
-    untested = [a for a in arms if a.final.n and reference_of(report.sweep, a.arm, names, report.baseline) is not None
-                and (a.delta is None or not a.delta.tested)]
+    refs = {a.arm: reference_of(report.sweep, a.arm, names, report.baseline) for a in arms}
+    untested = [a for a in arms if a.final.n and refs[a.arm] in names and (a.delta is None or not a.delta.tested)]
+    alone = [a.arm for a in arms if refs[a.arm] is not None and refs[a.arm] not in names]
     text.append(f"Verdicts ({rule(report)}; the reference is the baseline `{report.baseline}` unless named):")
     words = {"worse": "**Worse**", "better": "**Better**",
              "equivalent": f"**Equivalent within ±{margin(report.sweep):g}**", "inconclusive": "**Inconclusive**"}
@@ -174,6 +175,9 @@ def findings(report: Report) -> str:
         names = ", ".join(f"`{a.arm}` ({a.final.n} completed" + f", {a.diverged} diverged" * bool(a.diverged) + ")"
                           for a in untested)
         text.append(f"Not tested (fewer than two completed seeds on a side, or no variance): {names}.")
+    if alone:
+        text.append("No reference at the grid value (run for the arm alone, as an extension of its grid): "
+                    + ", ".join(f"`{a}`" for a in alone) + ".")
     if report.tuned_arms:
         text.append(summary_sentence(report.tuned_arms, report.tuned, next(iter(report.sweep.tune))))
     if report.effects:

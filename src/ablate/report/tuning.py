@@ -48,6 +48,13 @@ class TunedArm:
     best_ci: tuple[tuple[float, float], tuple[float, float]] | None  # 95% CI of (log2 best value, best loss)
 
     @property
+    def tried(self) -> tuple[float, ...]:
+        """The grid values this arm has a result at (completed or diverged): a grid extended for another arm alone
+        holds values this one never ran."""
+        ran = ~np.isnan(self.curves).all(axis=0) if len(self.curves) else np.zeros(len(self.grid), dtype=bool)
+        return tuple(v for v, r in zip(self.grid, ran) if r or any(d == v for _, d in self.diverged))
+
+    @property
     def best_value(self) -> float | None:
         return None if self.fit is None else 2.0**self.fit.best_x
 
@@ -56,10 +63,11 @@ class TunedArm:
         already goes past that edge (runs there diverged or collapsed), the geometric midpoint before them."""
         if self.fit is None or self.fit.edge is None:
             return None
-        ratio = self.grid[1] / self.grid[0] if len(self.grid) > 1 else 2.0
+        tried = self.tried
+        ratio = tried[1] / tried[0] if len(tried) > 1 else 2.0
         if self.fit.edge == "high":
             top = 2.0 ** max(self.fit.xs)
-            if any(v > top * 1.0001 for v in self.grid):  # the next value up was run and failed to train
+            if any(v > top * 1.0001 for v in tried):  # the next value up was run and failed to train
                 return [_round(top * ratio**0.5)]
             return [_round(top * ratio), _round(top * ratio**2)]
         low = 2.0 ** min(self.fit.xs)
@@ -203,7 +211,8 @@ def section(arms: Sequence[TunedArm], comparisons: Sequence[TunedComparison], ke
              f"distinct resamples, so read them as the spread between seeds rather than as exact intervals.", ""]
     rows = []
     for a in arms:
-        excluded = ", ".join(_v(2.0**x) for x in a.fit.excluded) if a.fit else ""
+        tried = {round(math.log2(v), 9) for v in a.tried}
+        excluded = ", ".join(_v(2.0**x) for x in a.fit.excluded if round(x, 9) in tried) if a.fit else ""
         diverged = ", ".join(f"{_v(v)} (seed {s})" for s, v in sorted(a.diverged)) or "—"
         if a.fit is None:
             rows.append([f"`{a.arm}`", "—", "—", "—", "—", "fewer than 3 grid values with every seed", diverged, "—"])
