@@ -35,7 +35,8 @@ Each job then gets ``sweep.tune`` (the tuned keys) and ``sweep.point`` (its poin
 (``optim.lr=8e-3,1.6e-2``) replaces its grid: that is how a grid is extended past an edge.
 
 ``only`` launches some of the arms (``"hydra.sweeper.only=['gpt2+norm=post']"``): the others stay in the
-sweep's plan and its baseline check, so extending one arm's grid runs that arm's new points alone.
+sweep's plan and in the check of its baseline and declared comparisons, so extending one arm's grid runs that
+arm's new points alone.
 """
 
 import json
@@ -190,7 +191,7 @@ class AblateSweeper(BasicSweeper):
                   file=sys.stderr)
             sys.exit(2)
 
-    def check_baseline(self) -> None:
+    def check_declared_arms(self) -> None:
         """A declared baseline, and both sides of each declared comparison, must be arms of the sweep (the order of
         their words aside): one line naming the first that is not and the arms, exit status 2, before anything is
         written."""
@@ -259,7 +260,7 @@ class AblateSweeper(BasicSweeper):
 
     def sweep(self, arguments: list[str]) -> Any:
         jobs = self.job_overrides(arguments)
-        self.check_baseline()
+        self.check_declared_arms()
         configs = [self.hydra_context.config_loader.load_sweep_config(self.config, list(job)) for job in jobs]
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
