@@ -4,6 +4,7 @@ console script, and the wandb conversion checked against a real offline run."""
 import csv
 import json
 import math
+import shlex
 import statistics
 from pathlib import Path
 
@@ -380,9 +381,31 @@ def test_the_command_is_the_sweep_command_with_hydras_own_overrides(tmp_path):
     assert full_command("ablate-train model/norm=pre,post seed=1,2", ["hydra.sweep.dir=/tmp/sw", "hydra.mode=MULTIRUN"]) \
         == "ablate-train -m model/norm=pre,post seed=1,2 hydra.sweep.dir=/tmp/sw"
     assert full_command("ablate-train sweeps=factorial", []) == "ablate-train sweeps=factorial"
+    # a command the sweeper wrote (with -m) is whole: the last launch's Hydra overrides are no part of the others
+    only = "hydra.sweeper.only=['gpt2+norm=post']"
+    written = shlex.join(["ablate-train", "-m", "hydra/launcher=parallel", "hydra.sweeper.only=['a b']", "optim.lr=0.016"])
+    assert full_command(written, ["hydra.mode=MULTIRUN", only]) == \
+        "ablate-train -m hydra/launcher=parallel \"hydra.sweeper.only=['a b']\" optim.lr=0.016"
+    assert shlex.split(full_command(written, [only])) == shlex.split(written)  # the shell reads the same words
+    assert full_command("ablate-train -m 'data.path=$HOME/x'", []) == "ablate-train -m 'data.path=$HOME/x'"
     write_plan(tmp_path, ["a"], [1], baseline="a")
     (tmp_path / "multirun.yaml").write_text("hydra:\n  overrides:\n    hydra:\n    - hydra.mode=MULTIRUN\n")
     assert load_local(tmp_path).command == "ablate-train -m sweeps=syn"
+
+
+def test_more_seeds_relaunch_every_launch_of_the_sweep_with_the_longer_seed_list():
+    """A sweep launched whole and then extended for one arm: the seeds that would decide a comparison are added by
+    relaunching both, each with the seed list extended (a finished run is skipped), the extension still its own."""
+    from ablate.report.text import more_seeds_command
+
+    whole = "ablate-train -m hydra/launcher=parallel sweeps=tuned seed=1,2,3"
+    extension = shlex.join(["ablate-train", "-m", "hydra.sweeper.only=['A+k=b']", "sweeps=tuned", "optim.lr=0.016"])
+    sweep = Sweep("tuned", [], command=extension, commands=[whole, extension])
+    assert more_seeds_command(sweep, [1, 2, 3], 5) == (
+        "ablate-train -m hydra/launcher=parallel sweeps=tuned seed=1,2,3,4,5 && "
+        "ablate-train -m \"hydra.sweeper.only=['A+k=b']\" sweeps=tuned optim.lr=0.016 seed=1,2,3,4,5")
+    assert more_seeds_command(sweep, [1, 2, 3], 3) is None  # as many seeds as there are: nothing to add
+    assert more_seeds_command(Sweep("x", []), [1, 2], 4) is None  # no command known
 
 
 def test_loading_refuses_what_is_not_a_sweep(tmp_path):

@@ -4,7 +4,8 @@ One job per module: :mod:`.records` reads runs (local files or wandb) into a :cl
 each row's reference and compares it (:mod:`.compare`: paired over shared seeds, else Welch, the family
 corrected, four verdicts; :mod:`.power`: what each comparison could see); :mod:`.factorial` estimates a design's
 effects; :mod:`.tuning` and :mod:`.curves` compare arms at their own best learning rate; :mod:`.analysis` computes
-all of it once; :mod:`.text`, :mod:`.readme` and :mod:`.plots` write it; :mod:`.cli` is the command line.
+all of it once; :mod:`.text`, :mod:`.readme` and :mod:`.plots` write it (:mod:`.shell`: commands as shell lines);
+:mod:`.cli` is the command line.
 """
 
 from ablate.report.analysis import Report

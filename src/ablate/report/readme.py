@@ -134,7 +134,8 @@ def tuning_section(report: Report) -> str:
     if not report.tuned_arms:
         return ""
     key = next(iter(report.sweep.tune))
-    return section(report.tuned_arms, report.tuned, key, report.sweep.command, margin(report.sweep))
+    whole = (report.sweep.commands or [report.sweep.command])[0]  # the first launch: the whole sweep
+    return section(report.tuned_arms, report.tuned, key, whole, margin(report.sweep))
 
 
 def declared_section(report: Report) -> str:

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 
 from ablate.contract import METRICS, PLAN, SUMMARY, Arm, Rows, arm_of, by_metric, metric_fields, parse_metrics
 from ablate.errors import ConfigError, DataError
+from ablate.report.shell import shell_line
 
 MULTIRUN = "multirun.yaml"  # Hydra's copy of the sweep's config
 SIZES = ("n_layer", "n_head", "n_embd", "block_size")
@@ -192,11 +194,16 @@ def _hydra_overrides(root: Path) -> list[str]:
 
 
 def full_command(command: str, hydra_overrides: Sequence[str]) -> str:
-    """sweep.json's command plus the Hydra overrides it leaves out, so that it reruns the sweep."""
-    head, _, rest = command.partition(" ")
-    extra = [o for o in hydra_overrides if o != "hydra.mode=MULTIRUN" and o not in command.split()]
-    multirun = "hydra.mode=MULTIRUN" in hydra_overrides and "-m" not in command.split()
-    return " ".join([head, *["-m"] * multirun, *filter(None, [rest]), *extra])
+    """sweep.json's command as a shell line that reruns it. Since the sweeper writes each launch's Hydra overrides
+    into its command (``-m`` and all), such a command is complete; an older plan's command (without ``-m``) gets
+    the Hydra overrides multirun.yaml kept. Words are quoted for the shell, with double quotes where that reads
+    better (``"hydra.sweeper.only=['gpt2+norm=post']"``)."""
+    words = shlex.split(command)
+    if "-m" not in words:
+        multirun = ["-m"] * ("hydra.mode=MULTIRUN" in hydra_overrides)
+        extra = [o for o in hydra_overrides if o != "hydra.mode=MULTIRUN" and o not in words]
+        words = [*words[:1], *multirun, *words[1:], *extra]
+    return shell_line(words)
 
 
 def load_local(sweep_dir: str | Path) -> Sweep:

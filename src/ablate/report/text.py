@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -11,6 +12,7 @@ from ablate.report.compare import Comparison
 from ablate.report.factorial import main_effects
 from ablate.report.power import ALPHA
 from ablate.report.records import Sweep
+from ablate.report.shell import shell_line
 from ablate.report.tuning import summary_sentence
 
 
@@ -214,9 +216,12 @@ def power_sentence(report: Report, inconclusive: Sequence[ArmStats]) -> str:
 
 
 def more_seeds_command(sweep: Sweep, seeds: Sequence[int], target: int) -> str | None:
-    """The sweep's command with the seed list extended to ``target`` seeds per arm, or None without a command."""
-    if not sweep.command or target <= len(seeds):
+    """Every launch of the sweep (the whole sweep, then any grid extension) with the seed list extended to
+    ``target`` seeds per arm, as one shell line; None without a command."""
+    commands = sweep.commands or ([sweep.command] if sweep.command else [])
+    if not commands or target <= len(seeds):
         return None
     extra = list(range(max(seeds, default=0) + 1, max(seeds, default=0) + 1 + target - len(seeds)))
-    words = [w for w in sweep.command.split() if not w.startswith("seed=")]
-    return " ".join([*words, "seed=" + ",".join(map(str, [*seeds, *extra]))])
+    lines = [shell_line([w for w in shlex.split(c) if not w.startswith("seed=")]
+                        + ["seed=" + ",".join(map(str, [*seeds, *extra]))]) for c in commands]
+    return " && ".join(lines)

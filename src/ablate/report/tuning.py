@@ -8,6 +8,7 @@ this module knows nothing of records; :mod:`ablate.report.analysis` builds it an
 from __future__ import annotations
 
 import math
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from ablate.report.curves import (
     loss_at,
 )
 from ablate.report.power import ALPHA
+from ablate.report.shell import shell_line
 
 
 @dataclass(frozen=True)
@@ -248,8 +250,8 @@ def section(arms: Sequence[TunedArm], comparisons: Sequence[TunedComparison], ke
 
 def _with_grid(command: str, key: str, arm: str, values: Sequence[float]) -> str:
     """``command`` (the sweep's) launching only ``arm`` at ``values`` of ``key``."""
-    words = [w for w in command.split() if not w.startswith((f"{key}=", "hydra.sweeper.only="))]
-    return " ".join([*words, f"\"hydra.sweeper.only=['{arm}']\"", f"{key}=" + ",".join(_v(v) for v in values)])
+    words = [w for w in shlex.split(command) if not w.startswith((f"{key}=", "hydra.sweeper.only="))]
+    return shell_line([*words, f"hydra.sweeper.only=['{arm}']", f"{key}=" + ",".join(_v(v) for v in values)])
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
