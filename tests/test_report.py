@@ -402,7 +402,7 @@ def test_more_seeds_relaunch_every_launch_of_the_sweep_with_the_longer_seed_list
     extension = shlex.join(["ablate-train", "-m", "hydra.sweeper.only=['A+k=b']", "sweeps=tuned", "optim.lr=0.016"])
     sweep = Sweep("tuned", [], command=extension, commands=[whole, extension])
     assert more_seeds_command(sweep, [1, 2, 3], 5) == (
-        "ablate-train -m hydra/launcher=parallel sweeps=tuned seed=1,2,3,4,5 && "
+        "ablate-train -m hydra/launcher=parallel sweeps=tuned seed=1,2,3,4,5; "
         "ablate-train -m \"hydra.sweeper.only=['A+k=b']\" sweeps=tuned optim.lr=0.016 seed=1,2,3,4,5")
     assert more_seeds_command(sweep, [1, 2, 3], 3) is None  # as many seeds as there are: nothing to add
     assert more_seeds_command(Sweep("x", []), [1, 2], 4) is None  # no command known

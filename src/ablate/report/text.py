@@ -217,11 +217,12 @@ def power_sentence(report: Report, inconclusive: Sequence[ArmStats]) -> str:
 
 def more_seeds_command(sweep: Sweep, seeds: Sequence[int], target: int) -> str | None:
     """Every launch of the sweep (the whole sweep, then any grid extension) with the seed list extended to
-    ``target`` seeds per arm, as one shell line; None without a command."""
+    ``target`` seeds per arm, as one shell line (``;`` between launches: one whose run fails still lets the next
+    go); None without a command."""
     commands = sweep.commands or ([sweep.command] if sweep.command else [])
     if not commands or target <= len(seeds):
         return None
     extra = list(range(max(seeds, default=0) + 1, max(seeds, default=0) + 1 + target - len(seeds)))
     lines = [shell_line([w for w in shlex.split(c) if not w.startswith("seed=")]
                         + ["seed=" + ",".join(map(str, [*seeds, *extra]))]) for c in commands]
-    return " && ".join(lines)
+    return "; ".join(lines)
