@@ -208,6 +208,8 @@ def test_a_declared_comparison_is_one_more_row_corrected_with_the_family(sweep_d
     assert "`base+same` with `base+worse`" in section
     assert row_of(section, "base+same")[7] == "`base+worse`"
     assert "adjusted over the 4 comparisons" in readme
+    # the plot draws the family's 4 tested comparisons, the declared one too: 1.2 + 0.3 per bar inches at 110 dpi
+    assert imread(tmp_path / "out" / "deltas.png").shape[0] == round(110 * (1.2 + 0.3 * 4))
 
 
 def test_readme_says_it_in_words_and_numbers(sweep_dir, tmp_path):

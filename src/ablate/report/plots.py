@@ -79,11 +79,11 @@ def plot_curves(report: Report, path: Path) -> bool:
 
 
 def plot_deltas(report: Report, path: Path) -> bool:
-    """One horizontal bar per tested arm: Δ final loss vs its reference with its family-corrected CI, coloured
-    by verdict, the equivalence margin shaded."""
+    """One horizontal bar per tested comparison (each arm against its reference, then the sweep's declared ones):
+    Δ final loss with its family-corrected CI, coloured by verdict, the equivalence margin shaded."""
     from matplotlib.patches import Patch
 
-    tested = [a for a in report.arms if a.delta is not None and a.delta.ci_adj is not None]
+    tested = [a for a in report.arms + report.declared if a.delta is not None and a.delta.ci_adj is not None]
     if not tested:
         return False
     # the reference is named only where it is not the baseline

@@ -105,7 +105,8 @@ PLOT_TEXT = {
     "curves.png": ("Validation loss during training", "validation loss vs step per arm: mean over completed seeds, "
                    "band from the lowest to the highest seed, log scale", "no arm has a completed run with `val/loss`"),
     "deltas.png": ("Δ vs reference", "final validation loss minus the reference arm's (paired over shared seeds, "
-                   "else Welch), with its CI at the family's Bonferroni level, coloured by verdict, the margin shaded "
+                   "else Welch; the sweep's declared comparisons too), with its CI at the family's Bonferroni level, "
+                   "coloured by verdict, the margin shaded "
                    "(Holm's step-down verdicts are a little more powerful than that interval: a bar can be coloured "
                    "with its interval just touching 0)",
                    "no arm has a tested Δ (two or more completed seeds on both sides)"),
