@@ -11,7 +11,18 @@ from ablate.report.curves import bootstrap_optimum, collapsed, fit_curve
 from ablate.report.factorial import two_level_effects
 from ablate.report.power import ALPHA, detectable_effect, equivalence_power, power, seeds_to_decide
 
-RNG = np.random.default_rng(20261202)
+SEED = 1
+RNG = np.random.default_rng(SEED)
+
+
+@pytest.fixture(autouse=True)
+def fresh_rng():
+    """Every test draws from the same fresh generator, whichever tests ran before it in its process: with one
+    generator shared by the module, `pytest -k` or xdist's distribution of tests over workers changed what a test
+    drew, and a single-draw example (a null effect not called significant) holds for most draws, not all. The
+    repeated-study tests check the rates themselves."""
+    global RNG
+    RNG = np.random.default_rng(SEED)
 
 
 def test_holm_matches_its_definition_on_a_small_family():
