@@ -179,7 +179,7 @@ def medians(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def time_steps(checkout: Path, rounds: int) -> dict[str, Any]:
+def steps_alone(checkout: Path, rounds: int) -> dict[str, Any]:
     """The training steps alone (``ablate.bench.nanogpt_steps``), in a process of their own in the checkout."""
     out = subprocess.run([sys.executable, "-m", "ablate.bench.nanogpt_steps", f"--rounds={rounds}"], cwd=checkout,
                          capture_output=True, text=True)
@@ -209,7 +209,7 @@ def compare(checkout: Path, text: str, pairs: int, nanogpt_extra: Sequence[str] 
         runs = alternate({"nanogpt": nanogpt, "ablate": ablate}, pairs)
     return {
         "data": sizes, "pairs": pairs, "runs": runs,
-        "steps": time_steps(checkout, step_rounds) if step_rounds else None,
+        "steps": steps_alone(checkout, step_rounds) if step_rounds else None,
         "median": {name: medians(rs) for name, rs in runs.items()},
         "commands": {"nanogpt": " ".join([f"cd {checkout} && python train.py", *NANOGPT_ARGS, "--dataset=<prepared>",
                                           "--out_dir=<temporary>", *nanogpt_extra]),
