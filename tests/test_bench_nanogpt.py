@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import TINY, cli, one_line_error
 
 from ablate.bench.markdown import nanogpt_markdown
@@ -27,7 +28,8 @@ from ablate.bench.nanogpt import (
     parse_nanogpt,
     prepare_shakespeare_char,
 )
-from ablate.bench.nanogpt_steps import ABLATE_ARMS, time_steps
+from ablate.bench.nanogpt_steps import ABLATE_ARMS, activation_modules, time_activations, time_steps
+from ablate.components.slots import activation as activation_slot
 from ablate.data import default_text_path
 from ablate.errors import AblateError
 
@@ -175,6 +177,13 @@ def test_the_report_states_each_sides_numbers():
     assert "| ablate gpt2 | `ablate-train`'s default | 60.0 | 1.20× |" in text
     assert "| ablate gpt2, no biases | `model.bias=false` | 55.0 | 1.10× |" in text
     assert "Training steps alone" not in nanogpt_markdown({**report, "steps": None})  # --step-rounds 0
+    assert "Each activation variant alone" not in text  # a report from before the activations were timed
+    activation = {"shape": [768, 512], "n_layer": 4, "median_s": {
+        "gelu_tanh": {"forward": 0.0007, "backward": 0.0008}, "gelu": {"forward": 0.0002, "backward": 0.0003}}}
+    text = nanogpt_markdown({**report, "steps": {**report["steps"], "activation": activation}})
+    assert "one layer's MLP activations (768 × 512: the batch's tokens by 4·n_embd)" in text
+    assert "| `gelu_tanh` | 0.700 | 0.800 | 6.00 | +4.00 |" in text  # 4 layers × (0.7 + 0.8) ms, less 4 × 0.5
+    assert "| `gelu` | 0.200 | 0.300 | 2.00 | +0.00 |" in text
     runs = [line for line in text.splitlines() if re.match(r"\| (nanogpt|ablate) \d+ \|", line)]
     assert runs == ["| nanogpt 1 | 60.00 | 5.00 | 2332.9 | 4.03 | 4.1346 |", "| ablate 1 | 90.00 | 4.00 | 500.0 | 1.50 | 3.9000 |",
                     "| nanogpt 2 | 60.00 | 5.00 | 2332.9 | 4.03 | 4.1346 |", "| ablate 2 | 90.00 | 4.00 | 500.0 | 1.50 | 3.9000 |"]
@@ -195,6 +204,43 @@ def test_the_step_timing_gives_every_arm_the_same_batches_in_turns_after_an_unti
     batches = [c[1:] for c in calls if c[0] == "a"]
     assert batches == [c[1:] for c in calls if c[0] == "b"] and batches[:3] == batches[3:6] == batches[6:]
     assert batches[0][2:] == ((12, 64), (12, 64))  # inputs and targets at ablate's default batch and block
+
+
+class _Recording(torch.nn.Module):
+    """An activation that records the input of each forward and the gradient of each backward it is given."""
+
+    def __init__(self, name, calls):
+        super().__init__()
+        self.name, self.calls = name, calls
+
+    def forward(self, x):
+        self.calls.append((self.name, "forward", x.requires_grad, x.shape, x.sum().item()))
+        y = x * 2
+        y.register_hook(lambda g: self.calls.append((self.name, "backward", g.shape, g.sum().item())))
+        return y
+
+
+def test_the_activations_are_timed_forward_and_backward_on_the_same_tensors_in_turns():
+    calls = []
+    medians = time_activations({"a": _Recording("a", calls), "b": _Recording("b", calls)}, rounds=2, steps=2)
+    assert set(medians) == {"a", "b"} and all(set(t) == {"forward", "backward"} for t in medians.values())
+    assert all(s >= 0 for t in medians.values() for s in t.values())
+    # untimed round, then 2 timed ones; each call a forward then its backward
+    assert [(name, kind) for name, kind, *_ in calls] == [("a", "forward"), ("a", "backward")] * 2 + \
+        [("b", "forward"), ("b", "backward")] * 2 + ([("a", "forward"), ("a", "backward")] * 2 +
+                                                       [("b", "forward"), ("b", "backward")] * 2) * 2
+    forwards = {c[1:] for c in calls if c[1] == "forward"}
+    backwards = {c[1:] for c in calls if c[1] == "backward"}
+    assert len(forwards) == 1 and forwards.pop()[1:3] == (True, (768, 512))  # one input: a leaf at the MLP's shape
+    assert len(backwards) == 1 and backwards.pop()[1] == (768, 512)  # one output gradient
+
+
+def test_the_timed_activations_are_the_registered_variants_as_the_mlp_builds_them():
+    modules = activation_modules()
+    assert set(modules) == set(activation_slot.names()) >= {"gelu_tanh", "gelu", "relu"}
+    x = torch.linspace(-3, 3, 7)
+    assert torch.equal(modules["gelu_tanh"](x), torch.nn.functional.gelu(x, approximate="tanh"))
+    assert torch.equal(modules["gelu"](x), torch.nn.functional.gelu(x))
 
 
 @pytest.mark.slow
@@ -225,6 +271,9 @@ def test_the_whole_comparison_runs_against_a_real_checkout(tmp_path):
     assert report["data"] == {"vocab_size": 65, "train_tokens": 1003854, "val_tokens": 111540}
     steps = report["steps"]["median_step_s"]  # the steps alone: nanoGPT's model and ablate's four arms, each timed
     assert list(steps) == ["nanoGPT model.py", *ABLATE_ARMS] and all(0 < t < 60 for t in steps.values())
+    activations = report["steps"]["activation"]  # and every activation variant alone
+    assert activations["shape"] == [768, 512] and set(activations["median_s"]) == set(activation_slot.names())
+    assert all(0 < t < 60 for parts in activations["median_s"].values() for t in parts.values())
     assert f"`{report['command']}`" in (tmp_path / "nanogpt.md").read_text()
     assert sorted(p.relative_to(checkout) for p in checkout.rglob("*")) == before  # nothing written into it
 

@@ -211,4 +211,24 @@ def _step_table(steps: dict[str, Any]) -> list[str]:
         f"each after an untimed one; medians.", "",
         *_table(["model", "as built", "ms per step", "× nanoGPT's"],
                 [[name, built[name], _num(t, ".1f", 1e3), _x(t / base)] for name, t in medians.items()]),
+        *(_activation_table(steps["activation"]) if steps.get("activation") else []),
+    ]
+
+
+def _activation_table(activation: dict[str, Any]) -> list[str]:
+    """Each activation variant alone (``nanogpt_steps.time_activations``): what the choice of activation costs a
+    step, against exact GELU (nanoGPT's)."""
+    rows, n_layer = activation["median_s"], activation["n_layer"]
+    per_step = {name: n_layer * (t["forward"] + t["backward"]) for name, t in rows.items()}
+    exact = per_step.get("gelu")
+    return [
+        "Each activation variant alone, in the same process after the steps: its forward and its backward on one "
+        f"layer's MLP activations ({activation['shape'][0]} × {activation['shape'][1]}: the batch's tokens by "
+        f"4·n_embd), the same input and gradient for each, in turns, the same rounds; medians. A step runs each "
+        f"once per layer ({n_layer}).", "",
+        *_table(["activation", "forward (ms)", "backward (ms)", f"per step, × {n_layer} layers (ms)",
+                 "per step more than `gelu` (ms)"],
+                [[f"`{name}`", _num(t["forward"], ".3f", 1e3), _num(t["backward"], ".3f", 1e3),
+                  _num(per_step[name], ".2f", 1e3),
+                  "n/a" if exact is None else f"{(per_step[name] - exact) * 1e3:+.2f}"] for name, t in rows.items()]),
     ]

@@ -6,7 +6,8 @@
 Run by ``ablate-bench --nanogpt`` as ``python -m ablate.bench.nanogpt_steps`` in the checkout (so that ``import
 model`` is nanoGPT's); it prints one JSON object: the median seconds per step of each arm. This says how much
 of a whole-process difference is the model's step (and which of GPT-2's choices it comes from) and how much is
-everything around it.
+everything around it. The activation variants alone, forward and backward at the MLP's hidden shape, say how much
+of that is the activation's kernel.
 """
 
 from __future__ import annotations
@@ -85,6 +86,37 @@ def time_steps(arms: dict[str, Step], rounds: int, steps: int, seed: int = 0) ->
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
+def activation_modules() -> dict[str, torch.nn.Module]:
+    """Every registered activation variant, as the MLP builds it."""
+    from ablate.components.slots import activation
+
+    return {name: activation.build(name) for name in activation.names()}
+
+
+def time_activations(modules: dict[str, torch.nn.Module], rounds: int, steps: int,
+                     seed: int = 0) -> dict[str, dict[str, float]]:
+    """Median seconds of each module's forward and of its backward at the MLP's hidden shape (the batch's tokens
+    by 4·n_embd; a step runs each once per layer), on the same input and output gradient, the modules in turns
+    as in ``time_steps``."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(BATCH * SIZE["block_size"], 4 * SIZE["n_embd"], generator=generator)
+    grad = torch.randn(x.shape, generator=generator)
+    times: dict[str, dict[str, list[float]]] = {name: {"forward": [], "backward": []} for name in modules}
+    for r in range(rounds + 1):
+        for name, module in modules.items():
+            for _ in range(steps):
+                leaf = x.detach().requires_grad_()
+                start = time.perf_counter()
+                y = module(leaf)
+                middle = time.perf_counter()
+                y.backward(grad)
+                end = time.perf_counter()
+                if r:
+                    times[name]["forward"].append(middle - start)
+                    times[name]["backward"].append(end - middle)
+    return {name: {part: statistics.median(ts) for part, ts in parts.items()} for name, parts in times.items()}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=6, help="timed rounds (one untimed round first)")
@@ -92,8 +124,11 @@ def main() -> None:
     args = p.parse_args()
     arms = {"nanoGPT model.py": nanogpt_arm(), **{name: ablate_arm(o) for name, o in ABLATE_ARMS.items()}}
     medians = time_steps(arms, args.rounds, args.steps)
+    activations = time_activations(activation_modules(), args.rounds, args.steps)
     print(json.dumps({"rounds": args.rounds, "steps": args.steps, "overrides": ABLATE_ARMS,
-                      "median_step_s": medians}))
+                      "median_step_s": medians,
+                      "activation": {"shape": [BATCH * SIZE["block_size"], 4 * SIZE["n_embd"]],
+                                     "n_layer": SIZE["n_layer"], "median_s": activations}}))
 
 
 if __name__ == "__main__":
