@@ -9,11 +9,13 @@ import statistics
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import cli, wandb_run
 from matplotlib.image import imread
 from scipy import stats
 
 from ablate.errors import DataError
+from ablate.gpu import cpu_name
 from ablate.report import (
     Report,
     Sweep,
@@ -30,6 +32,7 @@ from ablate.report import (
     write_report,
 )
 from ablate.report.compare import compare, holm
+from ablate.report.records import host_of
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -57,7 +60,8 @@ def curve(final: float, layers: int = 0) -> dict[int, dict[str, float]]:
 
 def write_run(root: Path, arm: str, seed: int, final: float | None, *, status: str = "completed",
               best: float | None = None, error: str | None = None, choices: dict | None = None,
-              flags: dict | None = None, n_params: int = 1000, tokens: float = 100.0, layers: int | None = None, folder: str = "") -> Path:
+              flags: dict | None = None, n_params: int = 1000, tokens: float = 100.0, layers: int | None = None, folder: str = "",
+              runtime: dict | None = None) -> Path:
     out = root / folder / arm.replace(" ", "_") / f"seed={seed}"
     out.mkdir(parents=True)
     summary = {
@@ -70,6 +74,8 @@ def write_run(root: Path, arm: str, seed: int, final: float | None, *, status: s
     }
     if error:
         summary["error"] = error
+    if runtime:
+        summary["runtime"] = runtime
     (out / "summary.json").write_text(json.dumps(summary))
     if layers is not None and final is not None:
         write_metrics(out / "metrics.csv", curve(final, layers))
@@ -481,8 +487,10 @@ def test_wandb_records_give_the_same_report_as_the_local_files(compose_cfg, tmp_
     assert mine.flags == {"dropout": 0.0, "attn_dropout": 0.0, "bias": True, "tie_embeddings": True,
                           "lm_head_bias": False}
     for key in ("arm", "seed", "status", "name", "preset", "choices", "flags", "sizes", "n_params", "max_steps", "steps",
-                "val_loss_best", "val_loss_last", "val_loss_final", "tokens_per_sec"):
+                "val_loss_best", "val_loss_last", "val_loss_final", "tokens_per_sec", "host"):
         assert getattr(theirs, key) == getattr(mine, key), key
+    assert mine.host == (torch.cuda.get_device_name() if torch.cuda.is_available() else
+                         f"{cpu_name()} ({torch.backends.cpu.get_cpu_capability()})")
     assert mine.val_loss_final is not None and mine.tokens_per_sec > 0 and mine.arm == "a"
     assert {"val/loss", "final/loss", "diag/grad_norm/layer_1", "diag/attn_entropy/layer_1"} <= set(mine.metrics)
     for key, series in mine.metrics.items():
@@ -492,6 +500,35 @@ def test_wandb_records_give_the_same_report_as_the_local_files(compose_cfg, tmp_
     assert arms_table(wandbs.arms) == arms_table(ours.arms)
     assert write_report(remote, tmp_path / "w").read_text().split("## Reproduce")[0] == \
         write_report(local, tmp_path / "l").read_text().split("## Reproduce")[0]
+
+
+CPU = {"device": "cpu", "cpu": "AMD EPYC", "cpu_capability": "AVX2", "threads": 2}
+
+
+def test_the_reproduce_section_counts_the_hosts_the_runs_state(tmp_path):
+    root = tmp_path / "sweep"
+    write_run(root, "a", 1, 1.9, runtime=CPU)
+    write_run(root, "a", 2, 1.9, runtime={**CPU, "cpu_capability": "AVX512"})
+    write_run(root, "b", 1, 1.8, runtime={**CPU, "cpu_capability": "AVX512"})
+    write_run(root, "b", 2, 1.8)  # a record from before runs stated their host
+    write_run(root, "b", 3, None, status="failed", runtime={"device": "NVIDIA H200", "cpu": "Intel Xeon"})
+    text = write_report(load_local(root), tmp_path / "out").read_text()
+    assert ("Hosts, from the runs' records: AMD EPYC (AVX512): 2 runs; AMD EPYC (AVX2): 1 run; not recorded: 1 (runs "
+            "from before records stated their host).") in text  # finished runs only: the failed one is not counted
+    before = tmp_path / "before"
+    write_run(before, "a", 1, 1.9)
+    assert "Hosts" not in write_report(load_local(before), tmp_path / "out2").read_text()
+
+
+@pytest.mark.parametrize("runtime, host", [
+    (CPU, "AMD EPYC (AVX2)"),
+    ({"device": "NVIDIA H200", "cpu": "Intel Xeon", "cpu_capability": "AVX512"}, "NVIDIA H200"),  # the GPU's run
+    ({"device": "cpu", "cpu": "Apple M2"}, "Apple M2"),
+    ({"device": "cpu", "precision": "32-true"}, None),  # recorded before the host was
+    (None, None),
+])
+def test_a_runs_host_is_its_gpu_or_its_cpu_with_its_kernels(runtime, host):
+    assert host_of(runtime) == host
 
 
 def test_plain_words_say_which_settings_matter_in_both_directions(tmp_path):

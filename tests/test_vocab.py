@@ -8,6 +8,7 @@ from omegaconf import OmegaConf
 
 from ablate.convert import gpt2_from_state_dict
 from ablate.errors import ConfigError
+from ablate.gpu import cpu_name
 from ablate.model import GPT, GPTConfig
 
 ON_GPU = torch.cuda.is_available()
@@ -106,4 +107,7 @@ def test_a_run_states_its_runtime_in_its_record(compose_cfg, tmp_path):
     assert runtime["vocab_size"] == runtime["vocab_padded"] == 65  # char level: never padded
     if not ON_GPU:  # the CPU settings the committed results were made with
         assert runtime == {"device": "cpu", "precision": "32-true", "tf32_matmul": False, "fused_adamw": False,
-                           "compiled": False, "vocab_size": 65, "vocab_padded": 65}
+                           "compiled": False, "vocab_size": 65, "vocab_padded": 65,
+                           # and the host: hosts of one model name differ in their kernels (AVX2, AVX512)
+                           "cpu": cpu_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                           "threads": torch.get_num_threads()}

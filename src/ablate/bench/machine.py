@@ -16,13 +16,9 @@ PEAK_BF16 = [("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12), ("H2
 
 def environment(device: torch.device) -> dict[str, Any]:
     """The machine and the versions the numbers belong to."""
+    from ablate.gpu import cpu_name
     from ablate.train import _version
 
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-        cpu = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
-    except (OSError, StopIteration):
-        cpu = platform.processor() or "unknown"
     try:
         import transformers
 
@@ -31,8 +27,8 @@ def environment(device: torch.device) -> dict[str, Any]:
         hf = "not installed"
     return {
         # the vector kernels PyTorch picked on this CPU (AVX2, AVX512, ...): hosts that share a model name differ
-        "machine": {"cpu": cpu, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cores": os.cpu_count(),
-                    "torch_threads": torch.get_num_threads(),
+        "machine": {"cpu": cpu_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                    "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "lightning": L.__version__,
                      "transformers": hf, "ablate": _version()},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 
 from ablate.contract import find_arm
@@ -27,6 +28,13 @@ def reproduce(report: Report) -> str:
     versions = sorted({r.version for r in runs if r.version})
     if versions:
         lines += ["", f"Code: ablate {', '.join(versions)} (version+commit, from the runs' records)."]
+    hosts = Counter(r.host for r in runs if r.status in ("completed", "diverged"))
+    if any(hosts):
+        told = [f"{host}: {n} run{'s' if n > 1 else ''}" for host, n in hosts.most_common() if host]
+        untold = [f"not recorded: {hosts[None]} (runs from before records stated their host)"] if hosts[None] else []
+        lines += ["", f"Hosts, from the runs' records: {'; '.join([*told, *untold])}. The same run's loss differs "
+                      f"slightly from one CPU's kernels to another's (by at most 0.003 nats per seed between AVX2 "
+                      f"and AVX-512 hosts in `reports/founding`)."]
     if command and "hydra/launcher=parallel" in command:
         lines += ["", "Runs went two at a time on one machine (`hydra/launcher=parallel`, the cores split between "
                       "them), so tokens/s is per run while sharing the machine; the losses do not depend on it."]

@@ -37,6 +37,7 @@ class RunData:
     max_steps: int | None = None
     command: str | None = None
     version: str | None = None  # ablate's version and commit that made the run
+    host: str | None = None  # what it ran on (host_of its runtime); None in records from before runs stated it
     error: str | None = None
     tune: dict[str, float] = field(default_factory=dict)  # the tuned keys' values: {"optim.lr": 0.001}
     base_arm: str = ""  # the arm without its grid point (``arm`` adds it in a tuned sweep)
@@ -91,13 +92,25 @@ def _arm_name(arm: str | None, name: str | None, seed: Any) -> str:
     return name.removesuffix(f"-s{seed}") if name else "run"
 
 
+def host_of(runtime: dict[str, Any] | None) -> str | None:
+    """What a run ran on, from its record's ``runtime``: the GPU, or the CPU with the vector kernels PyTorch picked
+    on it (``AMD EPYC (AVX2)``); None where the record does not say (runs from before ablate recorded it)."""
+    runtime = runtime or {}
+    if runtime.get("device") not in (None, "cpu"):
+        return runtime["device"]
+    if not runtime.get("cpu"):
+        return None
+    return f"{runtime['cpu']} ({runtime['cpu_capability']})" if runtime.get("cpu_capability") else runtime["cpu"]
+
+
 def run_from_files(summary: dict[str, Any], metrics_csv: str) -> RunData:
     """A run from its local record: the fields of ``summary.json`` and the rows of ``metrics.csv``."""
-    known = {f.name for f in fields(RunData)} - {"arm", "status", "metrics", "structure"}
+    known = {f.name for f in fields(RunData)} - {"arm", "status", "metrics", "structure", "host"}
     values = {k: summary[k] for k in known if summary.get(k) is not None}
     name, structure = arm_of(summary.get("arm"))
     base = _arm_name(name, summary.get("name"), summary.get("seed"))
     values["base_arm"] = base
+    values["host"] = host_of(summary.get("runtime"))
     return RunData(arm=cell(base, summary.get("tune") or {}), status=summary.get("status") or "running",
                    structure=structure, metrics=by_metric(parse_metrics(metrics_csv)), **values)
 
@@ -153,6 +166,7 @@ def run_from_wandb(
         n_params=config.get("n_params"),
         max_steps=(config.get("trainer") or {}).get("max_steps"),
         command=config.get("command"),
+        host=host_of(config.get("runtime")),
         error=summary.get("error"),
         wall_time_s=_number(summary.get("_runtime")),
         metrics=by_metric(rows),
