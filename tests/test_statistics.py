@@ -10,6 +10,7 @@ from ablate.report.compare import adjust, adjust_p, compare, holm
 from ablate.report.curves import bootstrap_optimum, collapsed, fit_curve
 from ablate.report.factorial import two_level_effects
 from ablate.report.power import ALPHA, detectable_effect, equivalence_power, power, seeds_to_decide
+from ablate.report.tuning import Points, tuned_arm
 
 SEED = 1
 RNG = np.random.default_rng(SEED)
@@ -135,6 +136,34 @@ def test_a_collapse_without_nan_marks_the_curves_edge_and_stays_out_of_the_fit()
     assert fit.edge == "high" and fit.best_x == pytest.approx(xs[2]) and set(fit.excluded) == {xs[3], xs[4]}
     assert fit.best_loss == pytest.approx(post[:, 2].mean())
     assert not collapsed(np.stack([post[0, :3], post[1, :3]])).any()  # a rising slope below the first value is not
+
+
+def test_one_seeds_collapse_marks_the_edge_as_a_divergence_would():
+    """seed_to_gpt2_tuned's post-norm arm, six seeds: at 2.83e-3 five train (1.75-1.86) and seed 6 collapses
+    (3.35). Their mean (2.05) is no collapse by the means, and a parabola through 1e-3, 2e-3 and it would put a
+    minimum of ~1.74 near 1.6e-3, below every mean; one seed's collapse is the edge, as a divergence is."""
+    xs = np.log2([5e-4, 1e-3, 2e-3, 2.83e-3, 4e-3, 8e-3])
+    post = np.array([[2.0945, 1.9166, 1.7818, 1.7522, 3.3487, 3.3485], [2.0821, 1.9068, 1.7756, 1.7626, 3.3474, 3.3473],
+                     [2.0986, 1.9156, 1.7747, 1.8572, 3.3473, 3.3472], [2.1066, 1.9177, 1.7858, 1.7615, 3.3474, 3.3475],
+                     [2.1109, 1.9292, 1.8182, 1.7927, 3.3476, 3.3476], [2.0867, 1.9466, 1.7884, 3.3483, 3.3484, 3.3487]])
+    assert post[:, 3].mean() < post[:, 0].mean()  # by the means 2.83e-3 would be on the slope
+    assert list(collapsed(post)) == [False, False, False, True, True, True]
+    fit = fit_curve(xs, post)
+    assert fit.edge == "high" and fit.best_x == pytest.approx(xs[2]) and set(fit.excluded) == set(xs[3:])
+    assert fit.best_loss == pytest.approx(post[:, 2].mean())  # no lower than any mean it was fitted to
+    # without seed 6 the five seeds train at 2.83e-3, and it is the best point, inside the fit
+    five = fit_curve(xs, post[:5])
+    assert not collapsed(post[:5])[3] and xs[3] in five.xs and five.edge is None
+    # a seed that ends worse than the others but learned (1.86, against 2.08-2.10 at 5e-4) is no collapse
+    assert not collapsed(post[:3])[3]
+    # nor is a point on a slope where one seed ends a little worse than another seed's lowest-value loss
+    flat = np.array([[1.72, 1.69, 1.71], [1.70, 1.69, 1.70]])
+    assert flat[0, 2] > flat[1, 0] and not collapsed(flat).any()
+    assert collapsed(np.array([[1.72, 1.69, 1.73], [1.70, 1.69, 1.70]]))[2]  # worse than every seed at the lowest
+    # the report asks for the rate halfway (in log) between the edge and the rate where the seed collapsed
+    grid = [5e-4, 1e-3, 2e-3, 2.83e-3, 4e-3, 8e-3]
+    arm = tuned_arm(Points("post", {seed: dict(zip(grid, row)) for seed, row in enumerate(post, 1)}), grid)
+    assert arm.fit.edge == "high" and arm.next_grid() == [0.00238]  # sqrt(2e-3 * 2.83e-3), not the 2x grid's 2.83e-3
 
 
 def half_fraction(axes: list[str]) -> list[dict[str, str]]:

@@ -62,15 +62,17 @@ class TunedArm:
 
     def next_grid(self) -> list[float] | None:
         """Two more grid points past the edge the optimum sits on (the grid's own ratio), or None; where the grid
-        already goes past that edge (runs there diverged or collapsed), the geometric midpoint before them."""
+        already goes past that edge (runs there diverged or collapsed), the geometric midpoint between the edge and
+        the nearest of them."""
         if self.fit is None or self.fit.edge is None:
             return None
         tried = self.tried
         ratio = tried[1] / tried[0] if len(tried) > 1 else 2.0
         if self.fit.edge == "high":
             top = 2.0 ** max(self.fit.xs)
-            if any(v > top * 1.0001 for v in tried):  # the next value up was run and failed to train
-                return [_round(top * ratio**0.5)]
+            above = [v for v in tried if v > top * 1.0001]
+            if above:  # the next value up was run and failed to train: halfway (in log) to it
+                return [_round((top * min(above)) ** 0.5)]
             return [_round(top * ratio), _round(top * ratio**2)]
         low = 2.0 ** min(self.fit.xs)
         return [_round(low / ratio**2), _round(low / ratio)]
@@ -203,10 +205,11 @@ def section(arms: Sequence[TunedArm], comparisons: Sequence[TunedComparison], ke
              f"Per arm, the final validation loss against log₂ {short}: a quadratic through the mean over seeds at "
              f"each grid value where every seed has a completed run; grid values where a seed diverged (or has no "
              f"result yet) are left out of the fit and listed, since a divergence marks the curve's edge rather than "
-             f"a loss; so are values above the best where training collapsed without a NaN (a mean loss worse than "
-             f"at the grid's lowest value). The quadratic goes through the lowest mean and its neighbour on each "
-             f"side (parabolic interpolation: far from its optimum the curve is no parabola, gentle below and a "
-             f"cliff above), and its other values are listed as left out. "
+             f"a loss; so are values above the best where training collapsed without a NaN (their mean ending "
+             f"worse than at the grid's lowest value, or any one seed worse than every seed there). The quadratic "
+             f"goes through the lowest mean and its neighbour on each side (parabolic interpolation: far from its "
+             f"optimum the curve is no parabola, gentle below and a cliff above), and its other values are listed "
+             f"as left out. "
              f"The optimum is the fitted curve's lowest point within the fitted values' range; it is "
              f"*at the edge* when that is an end of the range, and the grid should then be extended there. "
              f"95% CIs resample seeds (percentile bootstrap, 2,000 resamples): with 3 seeds there are only 10 "
