@@ -29,7 +29,7 @@ def reproduce(report: Report) -> str:
     if versions:
         lines += ["", f"Code: ablate {', '.join(versions)} (version+commit, from the runs' records)."]
     hosts = Counter(r.host for r in runs if r.status in ("completed", "diverged"))
-    if any(hosts):
+    if any(host is not None for host in hosts):  # records from before runs stated their host say nothing
         told = [f"{host}: {n} run{'s' if n > 1 else ''}" for host, n in hosts.most_common() if host]
         untold = [f"not recorded: {hosts[None]} (runs from before records stated their host)"] if hosts[None] else []
         lines += ["", f"Hosts, from the runs' records: {'; '.join([*told, *untold])}. The same run's loss differs "
