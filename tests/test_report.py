@@ -413,6 +413,11 @@ def test_more_seeds_relaunch_every_launch_of_the_sweep_with_the_longer_seed_list
         "ablate-train -m hydra/launcher=parallel sweeps=tuned seed=1,2,3,4,5; "
         "ablate-train -m \"hydra.sweeper.only=['A+k=b']\" sweeps=tuned optim.lr=0.016 seed=1,2,3,4,5")
     assert more_seeds_command(sweep, [1, 2, 3], 3) is None  # as many seeds as there are: nothing to add
+    # the same extension launched again for more seeds is the same launch once the seed list is replaced
+    again = f"{extension} seed=4,5,6"
+    assert more_seeds_command(Sweep("tuned", [], commands=[whole, extension, again]), [1, 2, 3, 4, 5, 6], 7) == (
+        "ablate-train -m hydra/launcher=parallel sweeps=tuned seed=1,2,3,4,5,6,7; "
+        "ablate-train -m \"hydra.sweeper.only=['A+k=b']\" sweeps=tuned optim.lr=0.016 seed=1,2,3,4,5,6,7")
     assert more_seeds_command(Sweep("x", []), [1, 2], 4) is None  # no command known
 
 
@@ -717,3 +722,13 @@ def test_a_two_level_half_fraction_gets_its_effects_with_verdicts(tmp_path):
     section = readme.split("## Factorial effects")[1].split("## Plots")[0]
     assert "fraction (16 of 32 combinations)" in section and "| `norm`: `pre` → `post` | +0.06" in section
     assert "Factorial effects (15, one family" in readme.split("## Reproduce")[0]
+
+
+def test_lr_plot_labels_a_grid_extended_by_midpoints_without_overprinting():
+    """seed_to_gpt2_tuned's grid: the midpoints toward a failed rate (2.18e-3 .. 2.83e-3, and 0.0113) get a tick each
+    but no label of their own, so the labels of the grid's factor-2 values stay legible."""
+    from ablate.report.tuning import _tick_labels
+
+    grid = [5e-4, 1e-3, 2e-3, 2.18e-3, 2.38e-3, 2.83e-3, 4e-3, 8e-3, 0.0113, 0.016, 0.032]
+    assert _tick_labels(grid) == ["0.0005", "0.001", "0.002", "", "", "", "0.004", "0.008", "", "0.016", "0.032"]
+    assert _tick_labels([1e-3]) == ["0.001"] and _tick_labels([1e-3, 2e-3]) == ["0.001", "0.002"]

@@ -10,7 +10,7 @@ from ablate.report.compare import adjust, adjust_p, compare, holm
 from ablate.report.curves import bootstrap_optimum, collapsed, fit_curve
 from ablate.report.factorial import two_level_effects
 from ablate.report.power import ALPHA, detectable_effect, equivalence_power, power, seeds_to_decide
-from ablate.report.tuning import Points, tuned_arm
+from ablate.report.tuning import Points, section, summary_sentence, tuned_arm
 
 SEED = 1
 RNG = np.random.default_rng(SEED)
@@ -164,6 +164,26 @@ def test_one_seeds_collapse_marks_the_edge_as_a_divergence_would():
     grid = [5e-4, 1e-3, 2e-3, 2.83e-3, 4e-3, 8e-3]
     arm = tuned_arm(Points("post", {seed: dict(zip(grid, row)) for seed, row in enumerate(post, 1)}), grid)
     assert arm.fit.edge == "high" and arm.next_grid() == [0.00238]  # sqrt(2e-3 * 2.83e-3), not the 2x grid's 2.83e-3
+    assert arm.failed_above == 2.83e-3 and not arm.at_stability_edge
+    # run there, seed 6 collapses again (the five others train): halfway again, to 2.18e-3 (2.38e-3 is 1.19x 2e-3,
+    # just over a quarter of the grid's factor 2, 1.1892x)
+    grid = [5e-4, 1e-3, 2e-3, 2.38e-3, 2.83e-3, 4e-3, 8e-3]
+    at_238 = [1.7644, 1.7582, 1.7700, 1.7682, 1.7746, 3.3479]
+    runs = np.insert(post, 3, at_238, axis=1)
+    arm = tuned_arm(Points("post", {seed: dict(zip(grid, row)) for seed, row in enumerate(runs, 1)}), grid)
+    assert arm.failed_above == 2.38e-3 and arm.next_grid() == [0.00218]
+    # at 2.18e-3 all six train and it is the best value; the failed 2.38e-3 is within a quarter grid step above it:
+    # the optimum is the edge of stable training, and the report asks for nothing more
+    grid = [5e-4, 1e-3, 2e-3, 2.18e-3, 2.38e-3, 2.83e-3, 4e-3, 8e-3]
+    runs = np.insert(runs, 3, [1.7642, 1.7706, 1.7607, 1.7675, 1.7810, 1.7901], axis=1)
+    arm = tuned_arm(Points("post", {seed: dict(zip(grid, row)) for seed, row in enumerate(runs, 1)}), grid)
+    assert arm.fit.edge == "high" and arm.best_value == pytest.approx(2.18e-3)
+    assert arm.failed_above == 2.38e-3 and arm.at_stability_edge and arm.next_grid() is None
+    table = section([arm], [], "optim.lr", "ablate-train -m sweeps=s", margin=0.01)
+    assert "| **at the edge of stable training**: lr = 0.00238 failed |" in table and "To extend the grid" not in table
+    assert summary_sentence([arm], [], "optim.lr") == (
+        "Optima at the edge of stable training (a run failed within a quarter of the grid's step above the best; not "
+        "extended further): `post` (best 0.00218, failed at 0.00238).")
 
 
 def half_fraction(axes: list[str]) -> list[dict[str, str]]:

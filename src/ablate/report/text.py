@@ -225,4 +225,4 @@ def more_seeds_command(sweep: Sweep, seeds: Sequence[int], target: int) -> str |
     extra = list(range(max(seeds, default=0) + 1, max(seeds, default=0) + 1 + target - len(seeds)))
     lines = [shell_line([w for w in shlex.split(c) if not w.startswith("seed=")]
                         + ["seed=" + ",".join(map(str, [*seeds, *extra]))]) for c in commands]
-    return "; ".join(lines)
+    return "; ".join(dict.fromkeys(lines))  # two launches can differ only in their seeds

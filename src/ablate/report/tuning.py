@@ -37,6 +37,13 @@ class Points:
     diverged: frozenset[tuple[int, float]] = frozenset()
 
 
+# Past a high-edge optimum whose next value up failed to train, the report bisects (in log) toward that value until
+# the two are within this fraction of the grid's step: a quarter of a factor-2 grid is a factor 1.19, as narrow as the
+# narrowest 95% interval of a fitted optimum in seed_to_gpt2_tuned (1.18; most span 1.4-1.6). There the optimum is the
+# edge of stable training.
+BISECT_TO = 0.25
+
+
 @dataclass(frozen=True)
 class TunedArm:
     """An arm's fitted curve over the grid (x is log2 of the tuned value)."""
@@ -60,22 +67,41 @@ class TunedArm:
     def best_value(self) -> float | None:
         return None if self.fit is None else 2.0**self.fit.best_x
 
+    @property
+    def ratio(self) -> float:
+        """The grid's step, as the ratio of its two lowest values this arm ran (2 when it ran one)."""
+        tried = self.tried
+        return tried[1] / tried[0] if len(tried) > 1 else 2.0
+
+    @property
+    def failed_above(self) -> float | None:
+        """Where the optimum sits at the high edge and the grid goes past it: the nearest value above, where a run
+        diverged or collapsed (so it is out of the fit); else None."""
+        if self.fit is None or self.fit.edge != "high":
+            return None
+        top = 2.0 ** max(self.fit.xs)
+        return min((v for v in self.tried if v > top * 1.0001), default=None)
+
+    @property
+    def at_stability_edge(self) -> bool:
+        """The optimum is the edge of stable training: at the high edge, with a failed value within ``BISECT_TO`` of
+        the grid's step above it (in log), so that bisecting further would not move it by what a fit resolves."""
+        failed = self.failed_above
+        return failed is not None and math.log(failed / 2.0 ** max(self.fit.xs)) <= BISECT_TO * math.log(self.ratio)
+
     def next_grid(self) -> list[float] | None:
         """Two more grid points past the edge the optimum sits on (the grid's own ratio), or None; where the grid
         already goes past that edge (runs there diverged or collapsed), the geometric midpoint between the edge and
-        the nearest of them."""
-        if self.fit is None or self.fit.edge is None:
+        the nearest of them, until the two are within ``BISECT_TO`` of the grid's step (None then)."""
+        if self.fit is None or self.fit.edge is None or self.at_stability_edge:
             return None
-        tried = self.tried
-        ratio = tried[1] / tried[0] if len(tried) > 1 else 2.0
         if self.fit.edge == "high":
             top = 2.0 ** max(self.fit.xs)
-            above = [v for v in tried if v > top * 1.0001]
-            if above:  # the next value up was run and failed to train: halfway (in log) to it
-                return [_round((top * min(above)) ** 0.5)]
-            return [_round(top * ratio), _round(top * ratio**2)]
+            if self.failed_above is not None:  # the next value up was run and failed to train: halfway (in log)
+                return [_round((top * self.failed_above) ** 0.5)]
+            return [_round(top * self.ratio), _round(top * self.ratio**2)]
         low = 2.0 ** min(self.fit.xs)
-        return [_round(low / ratio**2), _round(low / ratio)]
+        return [_round(low / self.ratio**2), _round(low / self.ratio)]
 
 
 @dataclass(frozen=True)
@@ -155,9 +181,14 @@ def plot_lr(arms: Sequence[TunedArm], key: str, path: Path) -> bool:
     finite = np.concatenate([a.curves[~np.isnan(a.curves)] for a in arms])
     top = float(np.quantile(finite, 0.9)) if finite.size else 1.0
     low = float(finite.min()) if finite.size else 0.0
+    ceiling = top + 0.02 * abs(top)
     for color, a in zip(colors, arms):
         for row in a.curves:
-            ax.scatter(a.grid, row, color=color, s=12, alpha=0.6)
+            ax.scatter(a.grid, np.where(row > ceiling, np.nan, row), color=color, s=12, alpha=0.6)
+            above = row > ceiling  # collapsed runs and the like, off the scale: a triangle on the top edge
+            if above.any():
+                ax.scatter(np.asarray(a.grid)[above], [ceiling] * int(above.sum()), color=color, marker="^", s=40,
+                           clip_on=False, zorder=3)
         if a.fit is not None:
             xs = np.linspace(min(a.fit.xs), max(a.fit.xs), 100)
             ax.plot(2.0**xs, [a.fit.at(x) for x in xs], color=color, label=a.arm)
@@ -167,17 +198,28 @@ def plot_lr(arms: Sequence[TunedArm], key: str, path: Path) -> bool:
                        clip_on=False)
     ax.set_xscale("log", base=2)
     grid = sorted({v for a in arms for v in a.grid})
-    ax.set_xticks(grid, [f"{v:g}" for v in grid])
+    ax.set_xticks(grid, _tick_labels(grid))
     ax.minorticks_off()
-    ax.set_ylim(low - 0.01 * abs(low), top + 0.02 * abs(top))
-    ax.set(xlabel=key, ylabel="final validation loss (whole split)",
-           title=f"Final loss vs {key}: seeds (dots), quadratic fit in log {key} (line), its optimum (star); "
-                 "diverged runs (x, top edge)")
-    ax.title.set_fontsize("small")
+    ax.set_ylim(low - 0.01 * abs(low), ceiling)
+    ax.set(xlabel=key, ylabel="final validation loss (whole split)")
+    fig.suptitle(f"Final loss vs {key}: seeds (dots), quadratic fit in log {key} (line), its optimum (star)\n"
+                 "runs above the scale (triangles) and diverged runs (crosses) on the top edge", fontsize="small")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.savefig(path)
     return True
+
+
+def _tick_labels(values: Sequence[float], gap: float = 0.12) -> list[str]:
+    """A label for each of ``values`` (ascending, on a log axis) unless it would sit within ``gap`` of the axis's
+    span of the last one labelled: a grid extended by midpoints has values too close to print side by side."""
+    span = math.log(values[-1] / values[0]) if len(values) > 1 else 1.0
+    labels, last = [], None
+    for v in values:
+        shown = last is None or math.log(v / last) >= gap * span
+        labels.append(f"{v:g}" if shown else "")
+        last = v if shown else last
+    return labels
 
 
 def _v(x: float | None) -> str:
@@ -211,7 +253,9 @@ def section(arms: Sequence[TunedArm], comparisons: Sequence[TunedComparison], ke
              f"optimum the curve is no parabola, gentle below and a cliff above), and its other values are listed "
              f"as left out. "
              f"The optimum is the fitted curve's lowest point within the fitted values' range; it is "
-             f"*at the edge* when that is an end of the range, and the grid should then be extended there. "
+             f"*at the edge* when that is an end of the range, and the grid should then be extended there; "
+             f"where the next value up was run and failed to train, halfway (in log) to it, until the two are within "
+             f"a quarter of the grid's step: the optimum is then *at the edge of stable training*. "
              f"95% CIs resample seeds (percentile bootstrap, 2,000 resamples): with 3 seeds there are only 10 "
              f"distinct resamples, so read them as the spread between seeds rather than as exact intervals.", ""]
     rows = []
@@ -222,8 +266,12 @@ def section(arms: Sequence[TunedArm], comparisons: Sequence[TunedComparison], ke
         if a.fit is None:
             rows.append([f"`{a.arm}`", "—", "—", "—", "—", "fewer than 3 grid values with every seed", diverged, "—"])
             continue
-        edge = f"**at the {a.fit.edge} edge**: run {short} = {', '.join(_v(v) for v in a.next_grid())}" \
-            if a.fit.edge else "inside the grid"
+        if a.at_stability_edge:
+            edge = f"**at the edge of stable training**: {short} = {_v(a.failed_above)} failed"
+        elif a.fit.edge:
+            edge = f"**at the {a.fit.edge} edge**: run {short} = {', '.join(_v(v) for v in a.next_grid())}"
+        else:
+            edge = "inside the grid"
         x_ci = (2.0 ** a.best_ci[0][0], 2.0 ** a.best_ci[0][1]) if a.best_ci else None
         rows.append([f"`{a.arm}`", _v(a.best_value), _ci(x_ci, _v), _l(a.fit.best_loss),
                      _ci(a.best_ci[1] if a.best_ci else None), edge, diverged, excluded or "—"])
@@ -243,7 +291,7 @@ def section(arms: Sequence[TunedArm], comparisons: Sequence[TunedComparison], ke
                          _s(c.tuned), _ci(c.tuned_ci, _s), c.tuned_verdict, "**flips**" if c.flipped else "no"])
         lines += [_table(["arm", "reference", f"Δ at reference's best {short}", "CI", "verdict",
                           f"Δ at own best {short}", "CI", "verdict", "ranking flips"], crow), ""]
-    extend = [a for a in arms if a.fit is not None and a.fit.edge]
+    extend = [a for a in arms if a.next_grid()]
     if extend and command:
         lines += ["To extend the grid where an optimum sits at an edge, each such arm's new points alone (the sweep's "
                   "other runs stay as they are):", "", "```bash",
@@ -274,8 +322,13 @@ def summary_sentence(arms: Sequence[TunedArm], comparisons: Sequence[TunedCompar
                                 for c in comparisons) + ".")
     if flips:
         text.append("The ranking flips for " + ", ".join(f"`{c.arm}`" for c in flips) + ".")
-    edges = [a for a in arms if a.fit is not None and a.fit.edge]
+    edges = [a for a in arms if a.next_grid()]
     if edges:
         text.append("Optima at an edge of the grid (extend it): " + ", ".join(f"`{a.arm}` ({a.fit.edge})"
                                                                              for a in edges) + ".")
+    stable = [a for a in arms if a.at_stability_edge]
+    if stable:
+        text.append("Optima at the edge of stable training (a run failed within a quarter of the grid's step above "
+                    "the best; not extended further): " + ", ".join(
+                        f"`{a.arm}` (best {_v(a.best_value)}, failed at {_v(a.failed_above)})" for a in stable) + ".")
     return " ".join(text)
