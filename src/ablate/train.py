@@ -30,6 +30,7 @@ from ablate.clock import phase_done, run_starting
 from ablate.config import check_overrides, conf_dir, import_user_modules, run_name
 from ablate.contract import FINISHED, METRICS, SAMPLES, SUMMARY, Arm, Summary, read_summary
 from ablate.errors import AblateError, ConfigError
+from ablate.lightning_import import import_lightning
 from ablate.schema import check_config
 from ablate.stopping import stop_on_signals
 
@@ -155,6 +156,7 @@ def run(cfg: DictConfig, output_dir: str | Path, callbacks: list[Any] | None = N
     """
     output_dir = Path(output_dir)
     run_starting()
+    import_lightning()  # before anything imports it: without the scipy.signal import it would bring
     _prepare(cfg, output_dir)
     skipped = skip_if_finished(cfg, output_dir)
     if skipped is not None:
