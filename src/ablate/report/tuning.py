@@ -168,8 +168,9 @@ def compare_tuned(arm: TunedArm, reference: TunedArm, margin: float, family: int
 
 
 def plot_lr(arms: Sequence[TunedArm], key: str, path: Path) -> bool:
-    """Final loss against the tuned value per arm: each seed's points, the fitted curve, the optimum, and the
-    diverged runs as crosses on the top edge. False when no arm has a fitted curve."""
+    """Final loss against the tuned value per arm: each seed's points, the fitted curve, the optimum, and on the top
+    edge the runs above the scale (triangles) and the diverged runs (crosses). False when no arm has a fitted
+    curve."""
     from matplotlib.figure import Figure
 
     fitted = [a for a in arms if a.fit is not None]
