@@ -96,9 +96,9 @@ class TunedArm:
         if self.fit is None or self.fit.edge is None or self.at_stability_edge:
             return None
         if self.fit.edge == "high":
-            top = 2.0 ** max(self.fit.xs)
-            if self.failed_above is not None:  # the next value up was run and failed to train: halfway (in log)
-                return [_round((top * self.failed_above) ** 0.5)]
+            top, failed = 2.0 ** max(self.fit.xs), self.failed_above
+            if failed is not None:  # the next value up was run and failed to train: halfway (in log) to it
+                return [_round((top * failed) ** 0.5)]
             return [_round(top * self.ratio), _round(top * self.ratio**2)]
         low = 2.0 ** min(self.fit.xs)
         return [_round(low / self.ratio**2), _round(low / self.ratio)]
