@@ -18,12 +18,14 @@ import numpy as np
 import pytest
 import torch
 from conftest import TINY, cli, one_line_error
+from scipy import stats
 
 from ablate.bench.markdown import nanogpt_markdown
 from ablate.bench.nanogpt import (
     alternate,
     check_checkout,
     medians,
+    paired_ratio,
     parse_ablate,
     parse_nanogpt,
     prepare_shakespeare_char,
@@ -126,6 +128,24 @@ def test_the_sides_alternate_and_their_medians_are_reported():
     assert two == {"wall_s": 1.5, "steps": 2001} and isinstance(two["steps"], int)
 
 
+def test_each_pairs_ratio_and_their_geometric_mean_with_its_interval_are_reported():
+    nanogpt = [{"wall_s": 100.0, "time_per_step_s": 0.05}, {"wall_s": 110.0, "time_per_step_s": 0.05},
+               {"wall_s": 120.0, "time_per_step_s": 0.04}]
+    ablate = [{"wall_s": 110.0, "time_per_step_s": 0.06}, {"wall_s": 132.0, "time_per_step_s": None},
+              {"wall_s": 120.0, "time_per_step_s": 0.05}]
+    wall = paired_ratio(nanogpt, ablate, "wall_s")
+    assert wall["ratios"] == pytest.approx([1.1, 1.2, 1.0])
+    assert wall["geomean"] == pytest.approx(1.32 ** (1 / 3))
+    logs = np.log([1.1, 1.2, 1.0])
+    half = stats.t.ppf(0.975, 2) * logs.std(ddof=1) / np.sqrt(3)
+    assert wall["ci"] == pytest.approx([np.exp(logs.mean() - half), np.exp(logs.mean() + half)])
+    step = paired_ratio(nanogpt, ablate, "time_per_step_s")  # the pair without the number is left out
+    assert step["ratios"] == pytest.approx([1.2, 1.25]) and step["geomean"] == pytest.approx(1.5 ** 0.5)
+    one = paired_ratio(nanogpt[:1], ablate[:1], "wall_s")
+    assert one["ratios"] == pytest.approx([1.1]) and one["ci"] is None
+    assert paired_ratio(nanogpt, ablate, "eval_time_s") == {"ratios": [], "geomean": None, "ci": None}
+
+
 @pytest.mark.slow
 def test_an_ablate_runs_record_gives_its_numbers(compose_cfg, tmp_path):
     from ablate.train import run
@@ -188,6 +208,12 @@ def test_the_report_states_each_sides_numbers():
     assert runs == ["| nanogpt 1 | 60.00 | 5.00 | 2332.9 | 4.03 | 4.1346 |", "| ablate 1 | 90.00 | 4.00 | 500.0 | 1.50 | 3.9000 |",
                     "| nanogpt 2 | 60.00 | 5.00 | 2332.9 | 4.03 | 4.1346 |", "| ablate 2 | 90.00 | 4.00 | 500.0 | 1.50 | 3.9000 |"]
     assert "1,003,854 training and 111,540 validation tokens" in text
+    assert "Pair by pair" not in text  # a report from before each pair's ratio was reported
+    paired = {"wall_s": {"ratios": [1.1, 1.2, 1.0], "geomean": 1.0969, "ci": [0.8, 1.5]},
+              "time_to_first_step_s": {"ratios": [], "geomean": None, "ci": None},
+              "time_per_step_s": {"ratios": [1.25], "geomean": 1.25, "ci": None}}
+    assert "log ratios): wall time 1.10×, 1.20×, 1.00× (geometric mean 1.10×, 95% interval 0.80× to 1.50×); " \
+           "time per step 1.25×.\n" in nanogpt_markdown({**report, "paired": paired})
     assert "ablate's time to the first step by phase (medians, its record's `time_to_first_step_parts_s`): " \
            "launch and config 2.50 s, wandb 0.75 s." in text
 
@@ -269,6 +295,9 @@ def test_the_whole_comparison_runs_against_a_real_checkout(tmp_path):
     assert all(r["evals"] == 2 and r["last_eval_step"] == 2 for r in report["runs"]["nanogpt"])
     assert all(r["final_eval_time_s"] > 0 for r in report["runs"]["ablate"])
     assert report["data"] == {"vocab_size": 65, "train_tokens": 1003854, "val_tokens": 111540}
+    for key, paired in report["paired"].items():  # each pair's ratio, in order
+        assert paired["ratios"] == pytest.approx([a[key] / n[key] for n, a in zip(*report["runs"].values())]), key
+        assert len(paired["ci"]) == 2 and paired["ci"][0] <= paired["geomean"] <= paired["ci"][1]
     steps = report["steps"]["median_step_s"]  # the steps alone: nanoGPT's model and ablate's four arms, each timed
     assert list(steps) == ["nanoGPT model.py", *ABLATE_ARMS] and all(0 < t < 60 for t in steps.values())
     activations = report["steps"]["activation"]  # and every activation variant alone

@@ -164,6 +164,7 @@ def nanogpt_markdown(report: dict[str, Any]) -> str:
          f"{n['last_eval_step']}", f"{_num(a['val_loss_last_eval'], '.4f')} (whole split "
          f"{_num(a['val_loss_whole_split'], '.4f')})", ""],
     ])
+    lines += _paired_lines(report.get("paired"))
     phases = [(name, a[f"startup_{name}_s"]) for name in PHASES if a.get(f"startup_{name}_s") is not None]
     if phases:
         lines += ["ablate's time to the first step by phase (medians, its record's `time_to_first_step_parts_s`): "
@@ -194,6 +195,24 @@ def nanogpt_markdown(report: dict[str, Any]) -> str:
     if report.get("steps"):
         lines += _step_table(report["steps"])
     return "\n".join(lines)
+
+
+def _paired_lines(paired: dict[str, Any] | None) -> list[str]:
+    """Each pair's ratio and their geometric mean with its interval: how sure the ratio is on a drifting machine."""
+    names = {"wall_s": "wall time", "time_to_first_step_s": "time to the first step",
+             "time_per_step_s": "time per step"}
+    parts = []
+    for key, name in names.items():
+        p = (paired or {}).get(key)
+        if not p or not p["ratios"]:
+            continue
+        interval = f", 95% interval {_x(p['ci'][0])} to {_x(p['ci'][1])}" if p["ci"] else ""
+        mean = f" (geometric mean {_x(p['geomean'])}{interval})" if len(p["ratios"]) > 1 else ""
+        parts.append(f"{name} {', '.join(_x(r) for r in p['ratios'])}{mean}")
+    if not parts:
+        return []
+    return ["Pair by pair (each ablate run over the nanoGPT run just before it, so that the machine's drift between "
+            "pairs cancels; the interval is a t-interval over the pairs' log ratios): " + "; ".join(parts) + ".", ""]
 
 
 def _step_table(steps: dict[str, Any]) -> list[str]:

@@ -179,6 +179,23 @@ def medians(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+PAIRED = ("wall_s", "time_to_first_step_s", "time_per_step_s")
+
+
+def paired_ratio(nanogpt: Sequence[dict[str, Any]], ablate: Sequence[dict[str, Any]], key: str) -> dict[str, Any]:
+    """ablate over nanoGPT for ``key`` in each pair (ablate's run over the nanoGPT run just before it, so that a
+    machine's drift between pairs cancels), their geometric mean and its 95% t-interval over the pairs' log ratios
+    (None with fewer than two pairs that have the number)."""
+    from ablate.report.arms import spread
+
+    ratios = [a[key] / n[key] for n, a in zip(nanogpt, ablate) if n.get(key) and a.get(key)]
+    if not ratios:
+        return {"ratios": [], "geomean": None, "ci": None}
+    logs = spread([float(np.log(r)) for r in ratios])
+    return {"ratios": ratios, "geomean": float(np.exp(logs.mean)),
+            "ci": [float(np.exp(x)) for x in logs.ci] if logs.ci else None}
+
+
 def steps_alone(checkout: Path, rounds: int) -> dict[str, Any]:
     """The training steps alone (``ablate.bench.nanogpt_steps``), in a process of their own in the checkout."""
     out = subprocess.run([sys.executable, "-m", "ablate.bench.nanogpt_steps", f"--rounds={rounds}"], cwd=checkout,
@@ -211,6 +228,7 @@ def compare(checkout: Path, text: str, pairs: int, nanogpt_extra: Sequence[str] 
         "data": sizes, "pairs": pairs, "runs": runs,
         "steps": steps_alone(checkout, step_rounds) if step_rounds else None,
         "median": {name: medians(rs) for name, rs in runs.items()},
+        "paired": {key: paired_ratio(runs["nanogpt"], runs["ablate"], key) for key in PAIRED},
         "commands": {"nanogpt": " ".join([f"cd {checkout} && python train.py", *NANOGPT_ARGS, "--dataset=<prepared>",
                                           "--out_dir=<temporary>", *nanogpt_extra]),
                      "ablate": " ".join(["ablate-train", *ablate_extra])},
