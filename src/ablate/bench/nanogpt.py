@@ -184,8 +184,8 @@ PAIRED = ("wall_s", "time_to_first_step_s", "time_per_step_s")
 
 def paired_ratio(nanogpt: Sequence[dict[str, Any]], ablate: Sequence[dict[str, Any]], key: str) -> dict[str, Any]:
     """ablate over nanoGPT for ``key`` in each pair (ablate's run over the nanoGPT run just before it, so that a
-    machine's drift between pairs cancels), their geometric mean and its 95% t-interval over the pairs' log ratios
-    (None with fewer than two pairs that have the number)."""
+    machine's drift between pairs cancels), their geometric mean and its 95% t-interval over the pairs' log ratios;
+    pairs without the number are left out, and the interval is None with fewer than two left."""
     from ablate.report.arms import spread
 
     ratios = [a[key] / n[key] for n, a in zip(nanogpt, ablate) if n.get(key) and a.get(key)]
