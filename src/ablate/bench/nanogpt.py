@@ -186,7 +186,7 @@ def paired_ratio(nanogpt: Sequence[dict[str, Any]], ablate: Sequence[dict[str, A
     """ablate over nanoGPT for ``key`` in each pair (ablate's run over the nanoGPT run just before it, so that a
     machine's drift between pairs cancels), their geometric mean and its 95% t-interval over the pairs' log ratios;
     pairs without the number are left out, and the interval is None with fewer than two left."""
-    from ablate.report.arms import spread
+    from ablate.report.arms import spread  # here: scipy.stats is heavy, and the CLI's checks import this module
 
     ratios = [a[key] / n[key] for n, a in zip(nanogpt, ablate) if n.get(key) and a.get(key)]
     if not ratios:
