@@ -214,6 +214,17 @@ def test_the_report_states_each_sides_numbers():
               "time_per_step_s": {"ratios": [1.25], "geomean": 1.25, "ci": None}}
     assert "log ratios): wall time 1.10×, 1.20×, 1.00× (geometric mean 1.10×, 95% interval 0.80× to 1.50×); " \
            "time per step 1.25×.\n" in nanogpt_markdown({**report, "paired": paired})
+    # the target, ablate no slower, read from the wall-time interval
+    target = "The target, ablate's wall time at most nanoGPT's, at 95% confidence: "
+
+    def verdict(ci):
+        said = [line for line in nanogpt_markdown({**report, "paired": {**paired, "wall_s": {
+            **paired["wall_s"], "ci": ci}}}).splitlines() if line.startswith(target)]
+        return said[0].removeprefix(target).split(":")[0] if said else None
+
+    assert verdict([0.8, 1.5]) == "**not told apart** with 3 pairs"
+    assert verdict([1.01, 1.5]) == "**not met**" and verdict([0.9, 1.0]) == "**met**"
+    assert verdict(None) is None and target not in text  # one pair, or a report from before
     assert "ablate's time to the first step by phase (medians, its record's `time_to_first_step_parts_s`): " \
            "launch and config 2.50 s, wandb 0.75 s." in text
 

@@ -212,7 +212,25 @@ def _paired_lines(paired: dict[str, Any] | None) -> list[str]:
     if not parts:
         return []
     return ["Pair by pair (each ablate run over the nanoGPT run just before it, so that the machine's drift between "
-            "pairs cancels; the interval is a t-interval over the pairs' log ratios): " + "; ".join(parts) + ".", ""]
+            "pairs cancels; the interval is a t-interval over the pairs' log ratios): " + "; ".join(parts) + ".", "",
+            *_verdict((paired or {}).get("wall_s"))]
+
+
+def _verdict(wall: dict[str, Any] | None) -> list[str]:
+    """What the wall-time interval says of the target, ablate no slower than nanoGPT: met where the whole interval
+    is at or below 1.00x, not met where it is above, and not told apart where it holds 1.00x."""
+    if not wall or not wall["ci"]:
+        return []
+    low, high = wall["ci"]
+    pairs = len(wall["ratios"])
+    if high <= 1.0:
+        said = "**met**: ablate is no slower than nanoGPT on this host (the whole interval is at or below 1.00×)"
+    elif low > 1.0:
+        said = "**not met**: ablate is slower than nanoGPT on this host (the whole interval is above 1.00×)"
+    else:
+        said = (f"**not told apart** with {pairs} pairs: the interval holds 1.00×, so this host cannot say which is "
+                f"faster; more pairs (`--pairs`) narrow it")
+    return [f"The target, ablate's wall time at most nanoGPT's, at 95% confidence: {said}.", ""]
 
 
 def _step_table(steps: dict[str, Any]) -> list[str]:
