@@ -307,7 +307,7 @@ def test_the_whole_comparison_runs_against_a_real_checkout(tmp_path):
     assert all(r["final_eval_time_s"] > 0 for r in report["runs"]["ablate"])
     assert report["data"] == {"vocab_size": 65, "train_tokens": 1003854, "val_tokens": 111540}
     for key, paired in report["paired"].items():  # each pair's ratio, in order
-        assert paired["ratios"] == pytest.approx([a[key] / n[key] for n, a in zip(*report["runs"].values())]), key
+        assert paired["ratios"] == pytest.approx([a[key] / n[key] for n, a in zip(report["runs"]["nanogpt"], report["runs"]["ablate"])]), key
         assert len(paired["ci"]) == 2 and paired["ci"][0] <= paired["geomean"] <= paired["ci"][1]
     steps = report["steps"]["median_step_s"]  # the steps alone: nanoGPT's model and ablate's four arms, each timed
     assert list(steps) == ["nanoGPT model.py", *ABLATE_ARMS] and all(0 < t < 60 for t in steps.values())

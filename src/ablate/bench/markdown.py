@@ -201,9 +201,9 @@ def _paired_lines(paired: dict[str, Any] | None) -> list[str]:
     """Each pair's ratio and their geometric mean with its interval: how sure the ratio is on a drifting machine."""
     names = {"wall_s": "wall time", "time_to_first_step_s": "time to the first step",
              "time_per_step_s": "time per step"}
-    parts = []
+    paired, parts = paired or {}, []
     for key, name in names.items():
-        p = (paired or {}).get(key)
+        p = paired.get(key)
         if not p or not p["ratios"]:
             continue
         interval = f", 95% interval {_x(p['ci'][0])} to {_x(p['ci'][1])}" if p["ci"] else ""
@@ -213,7 +213,7 @@ def _paired_lines(paired: dict[str, Any] | None) -> list[str]:
         return []
     return ["Pair by pair (each ablate run over the nanoGPT run just before it, so that the machine's drift between "
             "pairs cancels; the interval is a t-interval over the pairs' log ratios): " + "; ".join(parts) + ".", "",
-            *_verdict((paired or {}).get("wall_s"))]
+            *_verdict(paired.get("wall_s"))]
 
 
 def _verdict(wall: dict[str, Any] | None) -> list[str]:
